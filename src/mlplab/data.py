@@ -1,0 +1,204 @@
+"""Synthetic data generated from a seed, and the DataModule that serves it.
+
+Everything random here draws from explicit `torch.Generator`s seeded from `seed`, never from
+the global RNG: the same seed gives the same samples, splits and batch order in any engine,
+in any process, whatever else has consumed random numbers before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def make_regression_data(
+    num_samples: int, in_features: int, noise: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Inputs x ~ N(0, I) and targets from a random smooth nonlinear teacher, plus noise.
+
+    The teacher is a sum of sines of random projections, y = Σ_k a_k sin(1.5 w_k·x + φ_k),
+    scaled to unit variance: curved everywhere, so a piecewise-linear ReLU net and a smooth
+    Tanh/GELU net fit it visibly differently (frequency 1.5: hard enough that optimizers and
+    activations separate within the default 20 epochs, easy enough that they all learn).
+    Returns x (n, d) and y (n, 1), float32.
+    """
+    directions, frequency = 16, 1.5
+    x = torch.randn(num_samples, in_features, generator=generator)
+    w = torch.randn(in_features, directions, generator=generator) / math.sqrt(in_features)
+    phase = torch.rand(directions, generator=generator) * 2 * math.pi
+    a = torch.randn(directions, 1, generator=generator)
+    y = torch.sin(frequency * x @ w + phase) @ a
+    y = (y - y.mean()) / y.std()
+    y = y + noise * torch.randn(num_samples, 1, generator=generator)
+    return x, y
+
+
+def make_spiral_data(
+    num_samples: int, in_features: int, num_classes: int, noise: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Interleaved spiral arms, one per class, hidden in a random rotation of `in_features` dims.
+
+    Each arm turns 1.25 times around the origin in a plane; the remaining dimensions carry
+    only Gaussian noise, and a random orthogonal map mixes all of them so no single input
+    feature gives the plane away. Returns x (n, d) float32 and labels (n,) int64.
+    """
+    if in_features < 2:
+        raise ValueError(f"spiral data needs in_features >= 2, got {in_features}")
+    labels = torch.arange(num_samples) % num_classes
+    t = torch.rand(num_samples, generator=generator)  # position along the arm, 0 = centre
+    angle = 2 * math.pi * (labels / num_classes + 1.25 * t)
+    radius = 2 * t
+    plane = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    x = torch.cat([plane, torch.zeros(num_samples, in_features - 2)], dim=1)
+    x = x + noise * torch.randn(num_samples, in_features, generator=generator)
+    rotation, _ = torch.linalg.qr(torch.randn(in_features, in_features, generator=generator))
+    return x @ rotation, labels
+
+
+def make_task_data(
+    task: str,
+    num_samples: int,
+    in_features: int,
+    noise: float,
+    num_classes: int | None,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """The samples for `task`, targets shaped for its loss (see `mlplab.tasks.LOSSES`)."""
+    if task == "regression":
+        return make_regression_data(num_samples, in_features, noise, generator)
+    if task == "classification":
+        return make_spiral_data(num_samples, in_features, num_classes, noise, generator)
+    if task == "binary":
+        x, labels = make_spiral_data(num_samples, in_features, 2, noise, generator)
+        return x, labels.float().unsqueeze(1)
+    raise ValueError(f"unknown task {task!r}")
+
+
+class TensorBatches(Dataset):
+    """Tensors indexed a whole batch at a time: `ds[index_tensor] -> (x[index], y[index])`.
+
+    One gather per batch instead of one `__getitem__` per sample plus a collate: the data
+    path then costs a few microseconds per batch, not a large share of a training step.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.y[index]
+
+
+class EpochBatchSampler(Sampler[Tensor]):
+    """Yields index tensors of `batch_size`, the last one shorter if samples run out.
+
+    With `shuffle`, epoch e's order is a permutation drawn from a generator seeded by
+    (seed, e) alone: it does not depend on how many epochs were iterated before, so a
+    resumed run replays exactly the order an uninterrupted run would have seen. Lightning
+    calls `set_epoch` itself; a hand-written loop calls it at the top of each epoch.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration yields."""
+        self.epoch = epoch
+
+    def order(self) -> Tensor:
+        """All sample indices in the order this epoch visits them."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        # Mix seed and epoch into one 63-bit seed (golden-ratio multiply) so (seed, epoch)
+        # pairs do not collide the way seed + epoch would.
+        mixed = (self.seed * 0x9E3779B97F4A7C15 + self.epoch) % 2**63
+        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(mixed))
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.order().split(self.batch_size))
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+
+def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The loader's collate step: the dataset already returns a finished batch."""
+    return batch
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """Generates one task's data from `seed`, splits it, and serves train/val/test loaders."""
+
+    def __init__(
+        self,
+        task: str,
+        num_samples: int,
+        in_features: int,
+        noise: float,
+        num_classes: int | None,
+        val_fraction: float,
+        test_fraction: float,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.num_samples = num_samples
+        self.in_features = in_features
+        self.noise = noise
+        self.num_classes = num_classes
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.splits: dict[str, TensorBatches] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generate and split the samples (once; later calls reuse them)."""
+        if self.splits:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        x, y = make_task_data(
+            self.task, self.num_samples, self.in_features, self.noise, self.num_classes, generator
+        )
+        num_val = int(self.num_samples * self.val_fraction)
+        num_test = int(self.num_samples * self.test_fraction)
+        order = torch.randperm(self.num_samples, generator=generator)
+        parts = order.split([self.num_samples - num_val - num_test, num_val, num_test])
+        for name, index in zip(("train", "val", "test"), parts, strict=True):
+            self.splits[name] = TensorBatches(x[index], y[index])
+
+    def loader(self, split: str) -> DataLoader:
+        """A loader over one split; only "train" is shuffled."""
+        dataset = self.splits[split]
+        sampler = EpochBatchSampler(len(dataset), self.batch_size, split == "train", self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=None,  # the sampler already yields whole batches of indices
+            sampler=sampler,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
