@@ -1,0 +1,46 @@
+"""Shared test helpers: compose the real configs, shrunk so that training takes milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mlplab.cli import CONFIG_DIR  # importing it also registers mlplab's resolvers
+
+ROOT = CONFIG_DIR.parent
+
+# 200 samples → 120 for training; batches of 16 → 7 full batches and a partial one of 8.
+# 12 steps: one whole shuffled epoch, then 4 steps into the next, differently shuffled one.
+TINY = [
+    "data.num_samples=200",
+    "data.batch_size=16",
+    "model.hidden=8",
+    "trainer.max_steps=12",
+    "trainer.enable_progress_bar=false",
+]
+TINY_STEPS_PER_EPOCH = 8
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """`configs/train.yaml` with `overrides`, writing into `output_dir`."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """`make_cfg(*overrides, tiny=True)`: a composed config whose outputs land in tmp_path."""
+
+    def make(*overrides: str, tiny: bool = True, name: str = "job") -> DictConfig:
+        return compose_config([*(TINY if tiny else []), *overrides], tmp_path / name)
+
+    return make
+
+
+def option_names(group: str) -> list[str]:
+    """The options of one config group, read from the configs directory."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))

@@ -1,0 +1,106 @@
+"""Synthetic data: deterministic from the seed, split cleanly, batched and shuffled as promised."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlplab.build import build_datamodule
+from mlplab.data import EpochBatchSampler, make_regression_data, make_spiral_data
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_same_seed_same_data_other_seed_other_data() -> None:
+    a = make_regression_data(100, 4, 0.1, generator(1))
+    b = make_regression_data(100, 4, 0.1, generator(1))
+    c = make_regression_data(100, 4, 0.1, generator(2))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(a[1], c[1])
+
+
+def test_global_rng_does_not_leak_into_the_data(make_cfg) -> None:
+    dm1 = build_datamodule(make_cfg())
+    dm1.setup()
+    torch.manual_seed(12345)
+    torch.rand(10)
+    dm2 = build_datamodule(make_cfg())
+    dm2.setup()
+    for split in ("train", "val", "test"):
+        assert torch.equal(dm1.splits[split].x, dm2.splits[split].x)
+
+
+def test_regression_targets_are_standardised_with_noise() -> None:
+    x, y = make_regression_data(20_000, 8, 0.0, generator(0))
+    assert x.shape == (20_000, 8) and y.shape == (20_000, 1)
+    assert abs(float(y.mean())) < 1e-4 and abs(float(y.std()) - 1) < 1e-4
+    _, noisy = make_regression_data(20_000, 8, 0.5, generator(0))
+    assert float((noisy - y).std()) == pytest.approx(0.5, rel=0.05)
+
+
+def test_spirals_are_balanced_and_need_two_dimensions() -> None:
+    x, labels = make_spiral_data(300, 5, 3, 0.05, generator(0))
+    assert x.shape == (300, 5) and labels.dtype == torch.int64
+    assert torch.bincount(labels).tolist() == [100, 100, 100]
+    with pytest.raises(ValueError, match="in_features >= 2"):
+        make_spiral_data(10, 1, 2, 0.1, generator(0))
+
+
+@pytest.mark.parametrize(
+    ("task", "target_dtype", "target_shape"),
+    [
+        ("regression", torch.float32, (1,)),
+        ("binary", torch.float32, (1,)),
+        ("classification", torch.int64, ()),
+    ],
+)
+def test_datamodule_splits_without_overlap(make_cfg, task, target_dtype, target_shape) -> None:
+    dm = build_datamodule(make_cfg(f"data={task}", "data.num_samples=1000"))
+    dm.setup()
+    sizes = {name: len(split) for name, split in dm.splits.items()}
+    assert sizes == {"train": 600, "val": 200, "test": 200}
+    rows = torch.cat([dm.splits[n].x for n in sizes])
+    assert torch.unique(rows, dim=0).shape[0] == 1000  # every sample in exactly one split
+    y = dm.splits["train"].y
+    assert y.dtype == target_dtype and y.shape[1:] == target_shape
+
+
+def test_only_the_training_loader_shuffles(make_cfg) -> None:
+    dm = build_datamodule(make_cfg())
+    dm.setup()
+    assert dm.train_dataloader().sampler.shuffle
+    for loader in (dm.val_dataloader(), dm.test_dataloader()):
+        assert torch.equal(torch.cat(list(loader.sampler)), torch.arange(40))
+
+
+def test_each_epoch_visits_every_sample_once_in_a_new_order() -> None:
+    sampler = EpochBatchSampler(num_samples=50, batch_size=16, shuffle=True, seed=3)
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert [len(b) for b in batches] == [16, 16, 16, 2]
+        assert len(sampler) == 4
+        order = torch.cat(batches)
+        assert torch.equal(order.sort().values, torch.arange(50))
+        orders.append(order)
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    sampler.set_epoch(1)  # an epoch's order depends on (seed, epoch) alone
+    assert torch.equal(torch.cat(list(sampler)), orders[1])
+    other_seed = EpochBatchSampler(50, 16, True, seed=4)
+    assert not torch.equal(other_seed.order(), orders[0])
+
+
+def test_loader_with_workers_yields_the_same_batches(make_cfg) -> None:
+    dm0 = build_datamodule(make_cfg())
+    dm2 = build_datamodule(make_cfg("data.num_workers=2"))
+    for dm in (dm0, dm2):
+        dm.setup()
+    loaders = [dm0.train_dataloader(), dm2.train_dataloader()]
+    for epoch in (0, 1):
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+        for (x0, y0), (x2, y2) in zip(*loaders, strict=True):
+            assert torch.equal(x0, x2) and torch.equal(y0, y2)

@@ -1,0 +1,91 @@
+"""`train(cfg)` end to end, in-process: outputs on disk, both engines alike, runs reproducible."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mlplab.train import train
+
+from .conftest import TINY_STEPS_PER_EPOCH
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in a job's TensorBoard directory, read by TensorBoard itself."""
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("max_steps", [12, -1], ids=["cut-mid-epoch", "whole-epochs"])
+def test_both_engines_write_the_same_outputs(make_cfg, tmp_path, max_steps) -> None:
+    runs = {}
+    for engine in ("lightning", "raw"):
+        cfg = make_cfg(
+            f"engine={engine}",
+            f"trainer.max_steps={max_steps}",
+            "trainer.max_epochs=2",
+            name=engine,
+        )
+        metrics = train(cfg, overrides=[f"engine={engine}"])
+        run = tmp_path / engine
+        summary = json.loads((run / "metrics.json").read_text())
+        assert summary["status"] == "completed" and summary["engine"] == engine
+        assert summary["overrides"] == [f"engine={engine}"]
+        assert summary["metrics"] == metrics
+        runs[engine] = (summary, scalars(run), checkpoint_weights(run))
+    (l_sum, l_tb, l_ckpt), (r_sum, r_tb, r_ckpt) = runs["lightning"], runs["raw"]
+    steps = 12 if max_steps == 12 else 2 * TINY_STEPS_PER_EPOCH
+    assert l_sum["steps"] == r_sum["steps"] == steps and l_sum["epochs"] == r_sum["epochs"] == 2
+    assert l_sum["metrics"] == r_sum["metrics"]
+    assert {"train/loss", "val/loss", "val/r2", "val/mse", "test/loss", "test/r2"} <= l_tb.keys()
+    assert l_tb == r_tb  # same tags, steps and float32 values: the curves overlay exactly
+    assert [step for step, _ in l_tb["train/loss"]] == list(range(steps))
+    assert l_tb["train/loss"][-1][1] == pytest.approx(l_sum["metrics"]["train/loss"], rel=1e-7)
+    assert l_tb["val/loss"][-1][1] == pytest.approx(l_sum["metrics"]["val/loss"], rel=1e-7)
+    assert l_ckpt.keys() == r_ckpt.keys()
+    assert all(torch.equal(l_ckpt[k], r_ckpt[k]) for k in l_ckpt)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "raw"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_config_twice_gives_bit_equal_runs(make_cfg, tmp_path, engine, workers) -> None:
+    overrides = [f"engine={engine}", f"data.num_workers={workers}", "data=classification"]
+    first, second = (make_cfg(*overrides, name=name) for name in ("first", "second"))
+    train(first)
+    train(second)
+    assert scalars(tmp_path / "first") == scalars(tmp_path / "second")
+    a, b = checkpoint_weights(tmp_path / "first"), checkpoint_weights(tmp_path / "second")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_different_seed_gives_a_different_run(make_cfg, tmp_path) -> None:
+    train(make_cfg("seed=0", name="s0"))
+    train(make_cfg("seed=1", name="s1"))
+    assert scalars(tmp_path / "s0")["train/loss"] != scalars(tmp_path / "s1")["train/loss"]
+
+
+def test_csv_logger_records_the_loss_curve(make_cfg, tmp_path) -> None:
+    train(make_cfg("logger=csv"))
+    with open(tmp_path / "job" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    losses = [row for row in rows if row.get("train/loss")]
+    assert [int(row["step"]) for row in losses] == list(range(12))
+    assert not (tmp_path / "job" / "tensorboard").exists()
+
+
+def test_without_checkpointing_no_checkpoint_is_written(make_cfg, tmp_path) -> None:
+    train(make_cfg("trainer.enable_checkpointing=false", "logger=none"))
+    assert (tmp_path / "job" / "metrics.json").exists()
+    assert not (tmp_path / "job" / "checkpoints").exists()
