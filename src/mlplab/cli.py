@@ -39,12 +39,27 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
 
+def print_config_tree(cfg: DictConfig) -> None:
+    """The composed config as a rich tree, one branch per top-level key."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", style="bold")
+    for key, node in cfg.items():
+        text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else str(node)
+        tree.add(str(key), style="bold").add(Syntax(text.rstrip(), "yaml", theme="ansi_dark"))
+    rich_print(tree)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Run one job and return its final `val/loss`, the value a sweeper minimises."""
     from mlplab.train import train  # heavy: torch, Lightning
 
     hydra_cfg = HydraConfig.get()
+    if cfg.extras.print_config:
+        print_config_tree(cfg)
     log.info(
         "%s on %s with engine=%s, writing to %s",
         cfg.data.task,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -60,6 +60,8 @@ def fit_lightning(cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path) 
     datamodule = build_datamodule(cfg)
     curve = LossCurve(loggers)
     callbacks: list[L.Callback] = [LossCurveCallback(curve)]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
     if cfg.trainer.enable_checkpointing:
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True))
     with lightning_quiet():

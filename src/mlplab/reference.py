@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
+from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -96,17 +97,23 @@ def fit_reference(cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path) 
     curve = LossCurve(loggers)
 
     max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
+    total = max_epochs * len(train_loader)
+    progress = Progress(disable=not cfg.trainer.enable_progress_bar)
+    bar = progress.add_task("training", total=min(total, max_steps) if max_steps > 0 else total)
     step = epoch = 0
     validated_at = -1  # the step whose weights `val` describes
     val: dict[str, float] = {}
+    progress.start()
     while epoch < max_epochs and step != max_steps:
         train_loader.sampler.set_epoch(epoch)
         model.train()
+        progress.update(bar, description=f"epoch {epoch}")
         batches = 0
         for x, y in train_loader:
             curve.append(reference_step(model, optimizer, loss_fn, x.to(device), y.to(device)))
             step += 1
             batches += 1
+            progress.advance(bar)
             if step == max_steps:
                 break
         curve.flush()
@@ -124,6 +131,7 @@ def fit_reference(cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path) 
         # max_steps cut the last epoch short: validate the final weights (as fit_lightning does).
         val = evaluate(model, val_loader, val_metrics, device)
         log_all(loggers, {**val, "epoch": epoch}, step)
+    progress.stop()
 
     test_metrics = EpochMetrics(task, num_classes, prefix="test").to(device)
     test = evaluate(model, datamodule.test_dataloader(), test_metrics, device)
