@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: train test test-fast lint format clean
+.PHONY: train test test-fast lint format tensorboard homework clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ test: $(VENV)/.installed  ## the whole suite, slow end-to-end runs included (wha
 
 test-fast: $(VENV)/.installed  ## everything but the tests marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+tensorboard: $(VENV)/.installed  ## TensorBoard on 127.0.0.1 for the latest sweep (or LOGDIR=…)
+	$(BIN)/tensorboard --host 127.0.0.1 --logdir "$${LOGDIR:-$$(ls -td outputs/sweeps/*/ | head -n 1)}"
+
+homework: $(VENV)/.installed  ## the homework sweep; refreshes the table and picture under docs/
+	rm -rf outputs/sweeps/homework
+	$(BIN)/python train.py experiment=homework hydra.sweep.dir=outputs/sweeps/homework extras.print_config=false trainer.enable_progress_bar=false -m
+	cp outputs/sweeps/homework/loss_curves.png docs/homework_loss_curves.png
+	cp outputs/sweeps/homework/summary.md docs/homework_summary.md
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ import torch
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
 from .conftest import ROOT
+from .test_engines import scalars
 
 pytestmark = pytest.mark.slow
 
@@ -66,18 +72,31 @@ def test_one_job_multirun(tmp_path) -> None:
     assert check_job(job)["overrides"] == ["optimizer=sgd", "activation=tanh"]
 
 
-def test_six_job_sweep_gives_six_separate_tensorboard_runs(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """The README's 6-job sweep, shortened to 2 epochs."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
     run_train(
         "optimizer=sgd,adam",
         "activation=relu,tanh,gelu",
         "trainer.max_epochs=2",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep_dir}",
         "-m",
     )
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    return sweep_dir
+
+
+def jobs_of(sweep_dir: Path) -> list[Path]:
+    return sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0])
+    )
+
+
+def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
+    jobs = jobs_of(sweep)
     assert len(jobs) == 6
-    runs = tensorboard_runs(tmp_path)
-    assert sorted(runs) == [f"{job.name}/tensorboard" for job in jobs]
+    runs = tensorboard_runs(sweep)
+    assert sorted(runs) == sorted(f"{job.name}/tensorboard" for job in jobs)
     combos = set()
     for job in jobs:
         summary = check_job(job)
@@ -89,3 +108,145 @@ def test_six_job_sweep_gives_six_separate_tensorboard_runs(tmp_path) -> None:
         assert steps["train/loss"] == list(range(summary["steps"]))
         assert len(steps["val/loss"]) == summary["epochs"] == 2
     assert len(combos) == 6
+
+
+def test_sweep_ends_with_its_report(sweep) -> None:
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["run"] for row in rows] == [job.name for job in jobs_of(sweep)]
+    assert [(row["optimizer"], row["activation"]) for row in rows] == [
+        (o, a) for o in ("sgd", "adam") for a in ("relu", "tanh", "gelu")
+    ]
+    for row, job in zip(rows, jobs_of(sweep), strict=True):
+        metrics = json.loads((job / "metrics.json").read_text())["metrics"]
+        assert float(row["val/loss"]) == metrics["val/loss"]
+    assert (sweep / "summary.md").read_text().count("| completed |") == 6
+    assert (sweep / "loss_curves.png").stat().st_size > 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str, body: dict | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def tensorboard_server(sweep, tmp_path):
+    """The real TensorBoard server over the sweep, on a free loopback port; stopped after."""
+    port = free_port()
+    log = open(tmp_path / "tensorboard.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(sweep),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--samples_per_plugin",
+            "scalars=1000000",  # serve every point (its "0" serves none with fast loading)
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    expected = {
+        f"{job.name}/tensorboard": len(scalars(job)["train/loss"]) for job in jobs_of(sweep)
+    }
+
+    def loaded() -> bool:
+        # The server lists runs before it has read them; wait until every point is in.
+        tags = http_json(f"{base}/data/plugin/scalars/tags")
+        if set(tags) != set(expected):
+            return False
+        for run, count in expected.items():
+            query = urllib.parse.urlencode({"run": run, "tag": "train/loss"})
+            if len(http_json(f"{base}/data/plugin/scalars/scalars?{query}")) != count:
+                return False
+        return True
+
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if loaded():
+                    break
+            except OSError:  # not listening yet, or the tag is not known yet (HTTP 400)
+                pass
+            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
+            assert time.monotonic() < deadline, "TensorBoard did not serve the sweep within 60 s"
+            time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_server) -> None:
+    base = tensorboard_server
+    runs = http_json(f"{base}/data/runs")
+    assert sorted(runs) == sorted(f"{job.name}/tensorboard" for job in jobs_of(sweep))
+    for run in runs:
+        query = urllib.parse.urlencode({"run": run, "tag": "train/loss"})
+        served = [
+            (step, value)
+            for _, step, value in http_json(f"{base}/data/plugin/scalars/scalars?{query}")
+        ]
+        assert served == scalars(sweep / run.removesuffix("/tensorboard"))["train/loss"]
+
+    experiment = http_json(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+    hparams = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"optimizer", "activation", "optimizer.lr", "model.hidden"} <= hparams
+    assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"val/loss", "val/r2"}
+    groups = http_json(
+        f"{base}/data/plugin/hparams/session_groups",
+        {
+            "experimentName": "",
+            "startIndex": 0,
+            "sliceSize": 100,
+            "allowedStatuses": [
+                "STATUS_UNKNOWN",
+                "STATUS_SUCCESS",
+                "STATUS_FAILURE",
+                "STATUS_RUNNING",
+            ],
+        },
+    )["sessionGroups"]
+    assert len(groups) == 6
+    for group in groups:
+        metrics = json.loads(
+            (sweep / group["name"].removesuffix("/tensorboard") / "metrics.json").read_text()
+        )
+        shown = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert shown["val/loss"] == pytest.approx(metrics["metrics"]["val/loss"], rel=1e-7)
+        assert shown["val/r2"] == pytest.approx(metrics["metrics"]["val/r2"], rel=1e-7)
+        assert group["hparams"]["optimizer"] in {"SGD", "Adam"}
+
+
+def test_homework_experiment_is_one_command(tmp_path) -> None:
+    output = run_train(
+        "experiment=homework",
+        "trainer.max_epochs=1",
+        "data.num_samples=400",
+        f"hydra.sweep.dir={tmp_path}",
+        "-m",
+    )
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["optimizer"], row["activation"]) for row in rows] == [
+        (o, a) for o in ("sgd", "adam") for a in ("relu", "tanh", "gelu")
+    ]
+    table_end = output.rindex("└")  # the rich table's last line: nothing follows it
+    assert output.rindex("6 runs in") > output.rindex("final metrics")
+    assert output[table_end:].count("\n") <= 1, output[table_end:]

@@ -8,6 +8,7 @@ import sys
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import OmegaConf
@@ -133,3 +134,20 @@ def test_cfg_job_prints_the_composed_config(tmp_path) -> None:
     )
     assert "_target_: torch.optim.SGD" in out.stdout and "_target_: torch.nn.Tanh" in out.stdout
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "params"),
+    [
+        ("optimizers", {"optimizer": "sgd,adam"}),
+        ("activations", {"activation": "relu,tanh,gelu"}),
+        ("homework", {"optimizer": "sgd,adam", "activation": "relu,tanh,gelu"}),
+    ],
+)
+def test_experiments_declare_their_own_sweep(experiment, params) -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == params
+    assert cfg.data.task == "regression"
+    # what is compared is the only thing that differs: the rest is pinned by the experiment
+    assert cfg.trainer.max_epochs == 40 and cfg.seed == 0

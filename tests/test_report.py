@@ -1,0 +1,115 @@
+"""The sweep report: its numbers are the runs' numbers, its picture a picture."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mlplab.cli import CONFIG_DIR
+from mlplab.report import main as report_main
+from mlplab.report import plot_roles, smooth, write_report
+from mlplab.train import train
+
+from .test_engines import scalars
+
+JOBS = {
+    "0_optimizer=sgd,activation=relu": ["optimizer=sgd", "activation=relu"],
+    "1_optimizer=sgd,activation=tanh": ["optimizer=sgd", "activation=tanh"],
+    "2_optimizer=adam,activation=relu": ["optimizer=adam", "activation=relu"],
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Three finished tiny jobs laid out like a sweep directory."""
+    root = tmp_path_factory.mktemp("sweeps") / "sweep"  # alone in its parent: see below
+    for name, overrides in JOBS.items():
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[
+                    *overrides,
+                    "data.num_samples=300",
+                    "model.hidden=8",
+                    "trainer.max_epochs=3",
+                    "trainer.enable_progress_bar=false",
+                    f"paths.output_dir='{root / name}'",
+                ],
+            )
+        train(cfg, overrides=overrides)
+    write_report(root)
+    return root
+
+
+def test_summary_csv_equals_metrics_json_and_event_files(sweep) -> None:
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["run"] for row in rows] == list(JOBS)
+    assert list(rows[0])[:4] == ["run", "optimizer", "activation", "status"]  # varying overrides
+    for row in rows:
+        summary = json.loads((sweep / row["run"] / "metrics.json").read_text())
+        events = scalars(sweep / row["run"])
+        assert [row["optimizer"], row["activation"]] == [o.split("=")[1] for o in JOBS[row["run"]]]
+        assert row["status"] == "completed"
+        for column in ("train/loss", "val/loss", "val/r2"):
+            assert float(row[column]) == summary["metrics"][column]
+        assert float(row["train/loss"]) == events["train/loss"][-1][1]
+        assert float(row["val/loss"]) == events["val/loss"][-1][1]
+        assert float(row["best val/loss"]) == min(v for _, v in events["val/loss"])
+        assert int(row["epochs"]) == summary["epochs"] == 3
+        assert int(row["steps"]) == summary["steps"] == len(events["train/loss"])
+        assert float(row["wall_s"]) == summary["wall_time_s"]
+
+
+def test_summary_markdown_has_one_row_per_run(sweep) -> None:
+    lines = (sweep / "summary.md").read_text().splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0].startswith("| optimizer | activation | status | train/loss | val/loss |")
+    assert len(table) == 2 + len(JOBS)
+    assert table[2].startswith("| sgd | relu | completed |")
+
+
+def test_loss_curve_picture_is_a_real_image(sweep) -> None:
+    image = matplotlib.image.imread(sweep / "loss_curves.png")
+    height, width = image.shape[:2]
+    assert 800 <= width <= 3000 and 300 <= height <= 2000
+    assert image.std() > 0.05  # not a blank canvas
+
+
+def test_report_rebuilds_for_one_run_and_for_several_sweeps(sweep, tmp_path, capsys) -> None:
+    report_main([str(sweep / "0_optimizer=sgd,activation=relu")])
+    one = (sweep / "0_optimizer=sgd,activation=relu" / "summary.md").read_text()
+    assert "| optimizer | activation | status |" in one and one.count("| sgd | relu |") == 1
+    report_main([str(sweep.parent)])  # every sweep under a common parent
+    assert "3 runs" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no metrics.json" in capsys.readouterr().err
+
+
+def test_colour_follows_optimizer_style_activation_extra_keys_get_panels(sweep) -> None:
+    from mlplab.report import Run
+
+    def run(*overrides: str) -> Run:
+        return Run("x", {"overrides": list(overrides)})
+
+    runs = [
+        run(f"optimizer={o}", f"activation={a}", f"model.hidden={h}")
+        for o in ("sgd", "adam")
+        for a in ("relu", "tanh")
+        for h in (8, 16)
+    ]
+    assert plot_roles(runs) == ("optimizer", "activation", ["model.hidden"])
+    many = [run(f"optimizer.lr={lr}", f"seed={s}") for lr in range(4) for s in range(4)]
+    assert plot_roles(many) == ("optimizer.lr", "seed", ["optimizer.lr"])
+
+
+def test_smoothing_is_debiased() -> None:
+    assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+    assert smooth([1.0])[0] == 1.0
