@@ -2,20 +2,36 @@
 
 Only Hydra and OmegaConf are imported here; torch and Lightning load when a job starts,
 so `--help`, `--cfg job` and config errors answer without waiting for them.
+
+Exit codes (a sweep's is the worst of its jobs', after all of them ran and the report is
+written): 0 every job completed, 1 a job failed (its traceback is in its error.txt),
+2 the config was refused (nothing ran), 3 a job diverged (non-finite loss), none failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-from collections.abc import Sequence
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from itertools import count
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from mlplab.config import ConfigError, problems, validate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 JOB_NAME_MAX = 120  # characters of the overrides kept in a sweep job's directory name
+EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3}
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +46,98 @@ def job_name(overrides: Sequence[str]) -> str:
     return name or "defaults"
 
 
+_created: dict[str, str] = {}
+
+
+def new_directory(base: str) -> str:
+    """`base`, else `base_2`, `base_3`, …: the first that did not exist, created at once.
+
+    `mkdir` either creates a directory or fails, atomically, so two runs or sweeps started
+    in the same second (or from two machines on one file system) never share a directory.
+    """
+    if base not in _created:
+        for n in count(1):
+            path = base if n == 1 else f"{base}_{n}"
+            try:
+                os.makedirs(path)
+            except FileExistsError:
+                continue
+            _created[base] = path
+            break
+    return _created[base]
+
+
+# Cached, so that every job of a sweep (and Hydra's copies of the config) see one directory.
 OmegaConf.register_new_resolver("mlplab.job_name", job_name, replace=True)
+OmegaConf.register_new_resolver("mlplab.new_dir", new_directory, use_cache=True, replace=True)
+OmegaConf.register_new_resolver(
+    "mlplab.run_dir",
+    lambda resume, base: resume or new_directory(base),
+    use_cache=True,
+    replace=True,
+)
+OmegaConf.register_new_resolver(
+    "mlplab.hydra_subdir", lambda resume: ".hydra-resume" if resume else ".hydra", replace=True
+)
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    """One `name  value` line per metric, aligned."""
-    width = max(map(len, metrics), default=0)
-    return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
+@contextlib.contextmanager
+def refuse_bad_config() -> Iterator[None]:
+    """Turn a `ConfigError` into its message on stderr and exit code 2, without a traceback."""
+    try:
+        yield
+    except ConfigError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        lines = str(error).splitlines()
+        print(
+            "mlplab: config refused, nothing was run:",
+            *(f"  {line}" for line in lines),
+            sep="\n",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_CODES["invalid"])
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """Refuse an accelerator this machine lacks (imports torch only when one is asked for)."""
+    accelerator = cfg.trainer.accelerator
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    import torch
+
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps: no Apple GPU (MPS) is available on this machine; "
+            "choose accelerator=cpu, or accelerator=auto to use one only where present"
+        )
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator=gpu: no CUDA GPU was found on this machine "
+            "(torch.cuda.is_available() is False); choose accelerator=cpu, or "
+            "accelerator=auto to use a GPU only where there is one"
+        )
+
+
+def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
+    """The saved config and overrides of the killed run in `job_dir`."""
+    others = [o for o in overrides if not o.startswith("resume=")]
+    if others:
+        raise ConfigError(
+            f"resume={job_dir} continues a run with its own saved config; "
+            f"drop the other overrides ({' '.join(others)})"
+        )
+    config_file = job_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(
+            f"resume={job_dir}: no mlplab run there (no config.yaml); "
+            "expected the directory of a job, e.g. outputs/runs/<date_time>"
+        )
+    summary_file = job_dir / "metrics.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if summary.get("status") == "completed":
+        raise ConfigError(f"resume={job_dir}: that run has completed; there is nothing to resume")
+    return OmegaConf.load(config_file), summary.get("overrides", [])
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -52,21 +153,156 @@ def print_config_tree(cfg: DictConfig) -> None:
     rich_print(tree)
 
 
+def format_metrics(metrics: dict[str, float]) -> str:
+    """One `name  value` line per metric, aligned."""
+    width = max(map(len, metrics), default=0)
+    return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
+
+
+def checked_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
+    """The config a job will run (a resumed run's own) and its overrides, once they pass."""
+    overrides = list(overrides)
+    if cfg.resume:
+        cfg, overrides = resumed_config(Path(cfg.resume), overrides)
+    validate(cfg)
+    check_devices(cfg)
+    return cfg, overrides
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Run one job and return its final `val/loss`, the value a sweeper minimises."""
-    from mlplab.train import train  # heavy: torch, Lightning
-
+    """Run one job; return its final `val/loss` (NaN if it did not complete) for sweepers."""
     hydra_cfg = HydraConfig.get()
+    resume = cfg.resume
+    with refuse_bad_config():
+        cfg, overrides = checked_config(cfg, hydra_cfg.overrides.task)
     if cfg.extras.print_config:
         print_config_tree(cfg)
     log.info(
-        "%s on %s with engine=%s, writing to %s",
+        "%s on %s with engine=%s, writing to %s%s",
         cfg.data.task,
         cfg.trainer.accelerator,
         cfg.engine,
-        hydra_cfg.runtime.output_dir,
+        cfg.paths.output_dir,
+        " (resumed)" if resume else "",
     )
-    metrics = train(cfg, overrides=hydra_cfg.overrides.task)
-    log.info("final metrics:\n%s", format_metrics(metrics))
-    return metrics["val/loss"]
+
+    from mlplab.curves import Diverged  # heavy: torch, Lightning
+    from mlplab.train import train
+
+    status, value = "completed", math.nan
+    try:
+        metrics = train(cfg, overrides=overrides, resume=bool(resume))
+        value = metrics["val/loss"]
+        log.info("final metrics:\n%s", format_metrics(metrics))
+    except Diverged as error:
+        status = "diverged"
+        log.warning("diverged: %s; the job stopped there (status in metrics.json)", error)
+    except Exception as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        status = "failed"
+        log.error(
+            "failed: %s: %s (traceback in %s/error.txt)",
+            type(error).__name__,
+            error,
+            cfg.paths.output_dir,
+        )
+    if hydra_cfg.mode == RunMode.RUN and status != "completed":
+        sys.exit(EXIT_CODES[status])
+    return value
+
+
+def unknown_options(arguments: Sequence[str]) -> list[str]:
+    """`group=option` arguments naming an option that `configs/<group>/` lacks, one line each.
+
+    Hydra would refuse them too, but with a page of search paths; this says it in a line.
+    Sweeps (`optimizer=sgd,adma`) are checked value by value; other sweep syntax is left to Hydra.
+    """
+    found = []
+    for argument in arguments:
+        group, equals, value = argument.partition("=")
+        if not equals or not (CONFIG_DIR / group).is_dir() or group == "hydra" or "(" in value:
+            continue
+        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        for option in value.split(","):
+            if option not in options and option != "null":
+                found.append(
+                    f"{group}={option}: there is no such option; choose one of {', '.join(options)}"
+                )
+    return found
+
+
+def run() -> None:
+    """`python train.py …`: refuse unknown options at once, then let Hydra run `main`."""
+    with refuse_bad_config():
+        if found := unknown_options(sys.argv[1:]):
+            raise ConfigError("\n".join(found))
+    main()
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of every job the basic sweeper will launch; None for other sweepers."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return None  # e.g. Optuna draws values as it goes: each job checks its own
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    arguments = params + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def sweep_problems(config: DictConfig) -> list[str]:
+    """Everything wrong with any job of the sweep, each problem once, with a job that has it."""
+    jobs = sweep_jobs(config)
+    if jobs is None:
+        return []
+    found: dict[str, str] = {}
+    for job in jobs:
+        if any(o.startswith("resume=") for o in job):
+            continue
+        cfg = hydra.compose(
+            config.hydra.job.config_name, [*job, "paths.output_dir=not-created-yet"]
+        )
+        for problem in problems(cfg):
+            found.setdefault(problem, " ".join(job))
+    return [f"{problem} (in the job: {job})" for problem, job in found.items()]
+
+
+def without_hydra(config: DictConfig) -> DictConfig:
+    """A job's config as the task will see it, from the config Hydra's callbacks receive."""
+    cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    cfg.paths.output_dir = "not-created-yet"  # ${hydra:runtime.output_dir} is set later
+    return cfg
+
+
+class SweepGuard(Callback):
+    """Hydra callback: refuse bad configs before any directory or job; set sweeps' exit code."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with refuse_bad_config():
+            checked_config(without_hydra(config), config.hydra.overrides.task)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with refuse_bad_config():
+            found = sweep_problems(config)
+            if found:
+                raise ConfigError("\n".join(found))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        statuses = [
+            json.loads(path.read_text()).get("status", "failed")
+            for path in Path(config.hydra.sweep.dir).rglob("metrics.json")
+        ]
+        for status in ("failed", "diverged"):
+            if status in statuses:
+                log.warning(
+                    "%d of %d jobs %s; see the report",
+                    statuses.count(status),
+                    len(statuses),
+                    status,
+                )
+                sys.exit(EXIT_CODES[status])
