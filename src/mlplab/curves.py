@@ -1,13 +1,15 @@
 """The per-step training-loss curve, recorded by both engines and written to the loggers.
 
 Calling a logger (or Lightning's `self.log`) on every step costs more than a small model's
-whole training step. So losses stay on the device as detached tensors and are written in
-one batch every `flush_every` steps and at the end of each epoch: one device→host copy, the
-same `train/loss` tag and step numbers as per-step logging, a fraction of its cost.
+whole training step. So each loss is read once (to stop a diverging run at once) and kept;
+the curve is written in one go every `flush_every` steps, at the end of each epoch and
+before each checkpoint: the same `train/loss` tag and steps as per-step logging, at a
+fraction of its cost.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -16,35 +18,61 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 
-class LossCurve:
-    """Step → training loss; `values()` returns every loss recorded, in step order."""
+class Diverged(ArithmeticError):
+    """The training loss stopped being a finite number."""
 
-    def __init__(self, loggers: Sequence[Logger], flush_every: int = 256) -> None:
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
+class LossCurve:
+    """Step → training loss; `values()` returns every loss recorded, in step order.
+
+    A resumed run starts its curve at `first_step`, the step its checkpoint was taken at.
+    """
+
+    def __init__(
+        self, loggers: Sequence[Logger], first_step: int = 0, flush_every: int = 256
+    ) -> None:
         self.loggers = list(loggers)
+        self.first_step = first_step
         self.flush_every = flush_every
-        self.pending: list[Tensor] = []
+        self.pending: list[float] = []
         self.written: list[float] = []
 
     def append(self, loss: Tensor) -> None:
-        """Record the loss of the optimizer step just taken (step = number of earlier steps)."""
-        self.pending.append(loss.detach())
+        """Record the loss of the step just taken; raise `Diverged` if it is not finite."""
+        value = loss.item()
+        self.pending.append(value)
+        if not math.isfinite(value):
+            step = self.first_step + len(self.written) + len(self.pending) - 1
+            self.flush()
+            raise Diverged(step, value)
         if len(self.pending) >= self.flush_every:
             self.flush()
 
+    @property
+    def last(self) -> float | None:
+        """The latest loss recorded in this process, if any."""
+        if self.pending:
+            return self.pending[-1]
+        return self.written[-1] if self.written else None
+
     def flush(self) -> None:
-        """Copy pending losses to the host and write them as `train/loss`."""
+        """Write the pending losses as `train/loss`."""
         if not self.pending:
             return
-        values = torch.stack(self.pending).tolist()
-        first = len(self.written)
+        values = self.pending
+        first = self.first_step + len(self.written)
         for logger in self.loggers:
             for offset, value in enumerate(values):
                 logger.log_metrics({"train/loss": value}, step=first + offset)
         self.written += values
-        self.pending.clear()
+        self.pending = []
 
     def values(self) -> Tensor:
-        """All recorded losses as a float32 tensor of shape (steps,)."""
+        """The losses recorded in this process, as a float32 tensor of shape (steps,)."""
         self.flush()
         return torch.tensor(self.written, dtype=torch.float32)
 

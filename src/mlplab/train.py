@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mlplab.checkpoint import write_json
+from mlplab.curves import Diverged
 from mlplab.fit import fit_lightning
 from mlplab.reference import fit_reference
+from mlplab.resume import STATE_KEY, remove_stale_temporaries, roll_back_logs
 from mlplab.tasks import SCORE_NAMES
 
 ENGINES = {"lightning": fit_lightning, "raw": fit_reference}
+CONFIG_FILE = "config.yaml"  # the job's resolved config, beside its metrics.json (see evaluate.py)
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -60,23 +65,40 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
                 writer.add_summary(summary)
 
 
-def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Train, validate and test as `cfg` says; write `<paths.output_dir>/metrics.json`.
+def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) -> dict[str, float]:
+    """Train, validate and test as `cfg` says; keep `<paths.output_dir>/metrics.json` current.
 
-    `overrides` (the command-line overrides of this job) are recorded in metrics.json so a
-    sweep's results can be told apart without parsing directory names.
+    metrics.json says "running" while the job runs, then "completed", "diverged" (a
+    non-finite loss stopped it; the step is recorded) or "failed" (any other error; the
+    traceback goes to error.txt beside it). Errors are re-raised after recording. With
+    `resume`, a killed run continues in its own directory from its last checkpoint.
+    `overrides` (the job's command-line overrides) are recorded so a sweep's runs can be
+    told apart without parsing directory names.
     """
     output_dir = Path(cfg.paths.output_dir)
+    checkpoint = output_dir / "checkpoints" / "last.ckpt"
+    resume_from = prepare_resume(output_dir, checkpoint) if resume else None
+    if not resume:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, output_dir / CONFIG_FILE, resolve=True)  # for resume= and eval.py
+    summary: dict = {"status": "running", "engine": cfg.engine, "overrides": list(overrides)}
+    write_json(summary, output_dir / "metrics.json")
     loggers = build_loggers(cfg)
     log_hyperparameters(loggers, cfg)
     started = time.perf_counter()
-    result = ENGINES[cfg.engine](cfg, loggers, output_dir / "checkpoints")
+    try:
+        result = ENGINES[cfg.engine](cfg, loggers, checkpoint.parent, resume_from)
+    except BaseException as error:
+        summary |= failure_summary(error, output_dir)
+        summary["wall_time_s"] = round(time.perf_counter() - started, 3)
+        write_json(summary, output_dir / "metrics.json")
+        for logger in loggers:
+            logger.finalize("failed")
+        raise
     for logger in loggers:
         logger.finalize("success")
-    summary = {
+    summary |= {
         "status": "completed",
-        "engine": cfg.engine,
-        "overrides": list(overrides),
         "metrics": result.metrics,
         "epochs": result.epochs,
         "steps": result.steps,
@@ -84,3 +106,28 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
     }
     write_json(summary, output_dir / "metrics.json")
     return result.metrics
+
+
+def failure_summary(error: BaseException, output_dir: Path) -> dict:
+    """What metrics.json records about a job that did not complete."""
+    if isinstance(error, Diverged):
+        return {"status": "diverged", "diverged_at_step": error.step, "error": str(error)}
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return {"status": "interrupted", "error": type(error).__name__}
+    (output_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def prepare_resume(output_dir: Path, checkpoint: Path) -> Path | None:
+    """Make a killed run's directory ready to continue; return the checkpoint to resume from.
+
+    The logs are cut back to what they held when the checkpoint was taken; without a
+    checkpoint, the run starts again from nothing, its earlier logs moved aside.
+    """
+    remove_stale_temporaries(checkpoint.parent)
+    if not checkpoint.exists():
+        roll_back_logs(output_dir, {})
+        return None
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")[STATE_KEY]
+    roll_back_logs(output_dir, state["logs"])
+    return checkpoint

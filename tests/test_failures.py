@@ -1,0 +1,134 @@
+"""Jobs that go wrong: a diverged job is named as such, a failed one leaves its traceback,
+and a sweep runs on, reports them, and says so in its exit code."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlplab.curves import Diverged
+from mlplab.train import train
+
+from .conftest import ROOT
+from .test_engines import scalars
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_non_finite_loss_stops_the_job_at_that_step(make_cfg, tmp_path) -> None:
+    cfg = make_cfg(
+        "optimizer=sgd", "optimizer.lr=1000", "trainer.max_steps=-1", "trainer.max_epochs=3"
+    )
+    with pytest.raises(Diverged) as diverged:
+        train(cfg)
+    summary = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at_step"] == diverged.value.step < 3 * 8  # well before the end
+    losses = scalars(tmp_path / "job")["train/loss"]
+    assert [step for step, _ in losses] == list(range(diverged.value.step + 1))  # stopped there
+    assert not torch.isfinite(torch.tensor(losses[-1][1]))
+    assert all(torch.isfinite(torch.tensor(value)) for _, value in losses[:-1])
+
+
+def test_a_failing_job_records_its_error_and_traceback(make_cfg, tmp_path, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr("mlplab.train.ENGINES", {"lightning": broken})
+    with pytest.raises(RuntimeError):
+        train(make_cfg())
+    summary = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: something broke"
+    traceback = (tmp_path / "job" / "error.txt").read_text()
+    assert traceback.startswith("Traceback") and "in broken" in traceback
+
+
+def run_train(cwd: Path, *arguments: str, bug: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(FIXTURES)) if bug else None
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *arguments],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+QUICK = [
+    "trainer.max_epochs=2",
+    "data.num_samples=500",
+    "extras.print_config=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_on_past_failed_and_diverged_jobs(tmp_path) -> None:
+    result = run_train(
+        tmp_path,
+        "model.hidden=8,13",
+        "optimizer=sgd",
+        "optimizer.lr=0.05,1000",
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "-m",
+        bug=True,
+    )
+    assert result.returncode == 1, result.stderr  # a job failed: the worst outcome wins
+    with open(tmp_path / "sweep" / "summary.csv") as f:
+        rows = {(row["model.hidden"], row["optimizer.lr"]): row for row in csv.DictReader(f)}
+    assert {key: row["status"] for key, row in rows.items()} == {
+        ("8", "0.05"): "completed",
+        ("8", "1000"): "diverged",
+        ("13", "0.05"): "failed",
+        ("13", "1000"): "failed",
+    }
+    failed = tmp_path / "sweep" / rows[("13", "0.05")]["run"]
+    assert "injected bug: model.hidden=13" in (failed / "error.txt").read_text()
+    assert json.loads((failed / "metrics.json").read_text())["error"].endswith("model.hidden=13")
+    assert "failed" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_exit_codes_of_single_runs(tmp_path) -> None:
+    diverged = run_train(tmp_path, "optimizer=sgd", "optimizer.lr=1000", *QUICK, "hydra.run.dir=d")
+    assert diverged.returncode == 3 and "diverged" in diverged.stdout + diverged.stderr
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["status"] == "diverged"
+    failed = run_train(tmp_path, "model.hidden=13", *QUICK, "hydra.run.dir=f", bug=True)
+    assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
+    assert "error.txt" in failed.stdout + failed.stderr
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_get_their_own_directories(tmp_path) -> None:
+    arguments = [
+        str(ROOT / "train.py"),
+        "optimizer=sgd",
+        *QUICK,
+        "trainer.max_epochs=1",
+        "hydra.sweep.dir=${mlplab.new_dir:outputs/sweeps/same-second}",
+        "-m",
+    ]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, *arguments],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    sweeps = sorted(p.name for p in (tmp_path / "outputs" / "sweeps").iterdir())
+    assert sweeps == ["same-second", "same-second_2"]
+    for sweep in sweeps:
+        (job,) = [p for p in (tmp_path / "outputs" / "sweeps" / sweep).iterdir() if p.is_dir()]
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
