@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 def replace_atomically(path: Path, write: Any) -> None:
@@ -44,3 +45,12 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     """Pretty JSON, made atomic."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     replace_atomically(path, lambda file: file.write(text.encode()))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a killed save leaves the previous file intact."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        save_checkpoint(checkpoint, Path(path))

@@ -111,10 +111,21 @@ class EpochBatchSampler(Sampler[Tensor]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.resume_batch = 0  # batches of `self.epoch` already trained on before a resume
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration yields."""
+        if epoch != self.epoch:
+            self.resume_batch = 0
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Continue a run stopped after `batch` batches of `epoch`: start there, then go on.
+
+        Setting the epoch here, not only in `set_epoch`, matters: Lightning creates the
+        first iterator (and loader workers prefetch from it) before it calls `set_epoch`.
+        """
+        self.epoch, self.resume_batch = epoch, batch
 
     def order(self) -> Tensor:
         """All sample indices in the order this epoch visits them."""
@@ -126,7 +137,7 @@ class EpochBatchSampler(Sampler[Tensor]):
         return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(mixed))
 
     def __iter__(self) -> Iterator[Tensor]:
-        return iter(self.order().split(self.batch_size))
+        return iter(self.order().split(self.batch_size)[self.resume_batch :])
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
@@ -165,6 +176,11 @@ class SyntheticDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.splits: dict[str, TensorBatches] = {}
+        self.resume_position = (0, 0)  # (epoch, batch) the training loader starts at
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Make the training loader start after `batch` batches of `epoch` (for a resumed run)."""
+        self.resume_position = (epoch, batch)
 
     def setup(self, stage: str | None = None) -> None:
         """Generate and split the samples (once; later calls reuse them)."""
@@ -195,7 +211,13 @@ class SyntheticDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
+        loader = self.loader("train")
+        loader.sampler.resume_at(*self.resume_position)
+        return loader
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch: the number of training batches."""
+        return math.ceil(len(self.splits["train"]) / self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mlplab.build import build_datamodule, build_model, optimizer_factory
+from mlplab.checkpoint import AtomicCheckpointIO
 from mlplab.curves import LossCurve, LossCurveCallback
 from mlplab.module import MLPModule
+from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
 
 # Lightning's advice that does not apply to mlplab, silenced by message while it trains:
 IRRELEVANT_WARNINGS = (
@@ -25,6 +28,9 @@ IRRELEVANT_WARNINGS = (
     r".*does not have many workers.*",
     # the loss curve is written by LossCurveCallback, not by Lightning's every-n-steps logging;
     r".*smaller than the logging interval.*",
+    # mlplab's batch sampler is resumed from the position its checkpoint records (see
+    # mlplab.resume), a mechanism Lightning's mid-epoch check cannot see;
+    r".*resuming from a checkpoint that ended before the epoch ended.*",
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecated.
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
@@ -53,37 +59,122 @@ class FitResult:
     steps: int  # optimizer steps taken
 
 
-def fit_lightning(cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path) -> FitResult:
-    """Train and test with `lightning.Trainer`, configured by `cfg.trainer`."""
+class RunCheckpoint(L.Callback):
+    """Keeps `last.ckpt` current, resumable exactly, and remembers the latest validation.
+
+    It saves after every epoch (validation included) and, with `every_n_steps`, within
+    epochs too; each checkpoint carries `mlplab.resume.checkpoint_state`. Saving is off
+    when `path` is None; the validation record is kept either way.
+    """
+
+    def __init__(
+        self,
+        job_dir: Path,
+        path: Path | None,
+        every_n_steps: int,
+        steps_per_epoch: int,
+        curve: LossCurve,
+    ) -> None:
+        self.job_dir = job_dir
+        self.path = path
+        self.every_n_steps = every_n_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.curve = curve
+        self.validated_at = -1  # the step whose weights `val_metrics` describe
+        self.val_metrics: dict[str, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        mid_epoch = step % self.steps_per_epoch != 0  # an epoch's end is saved after validation
+        if self.path and self.every_n_steps and step % self.every_n_steps == 0 and mid_epoch:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.validated_at = trainer.global_step
+        metrics = trainer.callback_metrics.items()
+        self.val_metrics = {k: float(v) for k, v in metrics if k.startswith("val/")}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.path:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.curve.flush()
+        step = trainer.global_step
+        state = checkpoint_state(
+            step,
+            self.steps_per_epoch,
+            self.validated_at == step,
+            self.curve.last,
+            self.job_dir,
+            trainer.loggers,
+        )
+        checkpoint[STATE_KEY] = state | {"val_metrics": self.val_metrics}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        state = checkpoint[STATE_KEY]
+        restore_rng(state["rng"])
+        if state["position"]["validated"]:
+            self.validated_at = state["position"]["step"]
+            self.val_metrics = state["val_metrics"]
+
+
+def fit_lightning(
+    cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path, resume_from: Path | None = None
+) -> FitResult:
+    """Train and test with `lightning.Trainer`, configured by `cfg.trainer`.
+
+    With `resume_from` (a checkpoint of this run), training continues from it exactly.
+    """
     model = build_model(cfg)
     module = MLPModule(model, cfg.data.task, cfg.data.get("num_classes"), optimizer_factory(cfg))
     datamodule = build_datamodule(cfg)
-    curve = LossCurve(loggers)
-    callbacks: list[L.Callback] = [LossCurveCallback(curve)]
+    datamodule.setup("fit")
+    position = read_position(resume_from)
+    datamodule.resume_at(position["epoch"], position["batch"])
+    curve = LossCurve(loggers, first_step=position["step"])
+    path = checkpoint_dir / "last.ckpt" if cfg.trainer.enable_checkpointing else None
+    record = RunCheckpoint(
+        checkpoint_dir.parent,
+        path,
+        cfg.checkpoint.every_n_steps,
+        datamodule.steps_per_epoch(),
+        curve,
+    )
+    callbacks: list[L.Callback] = [LossCurveCallback(curve), record]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(RichProgressBar())
-    if cfg.trainer.enable_checkpointing:
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True))
+    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_options["enable_checkpointing"] = False  # RunCheckpoint writes the checkpoints
     with lightning_quiet():
         trainer = L.Trainer(
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **trainer_options,
             logger=loggers or False,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
             default_root_dir=checkpoint_dir.parent,
         )
-        trainer.fit(module, datamodule=datamodule)
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        if record.validated_at != trainer.global_step:
             # trainer.max_steps cut the last epoch short, and Lightning validates only after
             # whole epochs: validate the final weights, so val/* describes the returned model.
             trainer.validate(module, datamodule=datamodule, verbose=False)
-        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         steps, epochs = trainer.global_step, trainer.current_epoch
         (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
     losses = curve.values()
+    last_loss = curve.last if curve.last is not None else position["last_loss"]
     return FitResult(
         model=model,
         step_losses=losses,
-        metrics={"train/loss": float(losses[-1]), **val, **test},
+        metrics={"train/loss": last_loss, **record.val_metrics, **test},
         epochs=epochs,
         steps=steps,
     )
+
+
+def read_position(checkpoint_path: Path | None) -> dict:
+    """Where a run resumes: the "position" a checkpoint recorded, or the very start."""
+    if checkpoint_path is None:
+        return {"step": 0, "epoch": 0, "batch": 0, "last_loss": None}
+    checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+    return checkpoint[STATE_KEY]["position"]

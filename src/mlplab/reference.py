@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.checkpoint import save_checkpoint
 from mlplab.curves import LossCurve
-from mlplab.fit import FitResult
+from mlplab.fit import FitResult, read_position
+from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
 from mlplab.tasks import EpochMetrics, loss_function
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -71,20 +72,13 @@ def log_all(loggers: list[Logger], metrics: dict[str, float], step: int) -> None
         logger.log_metrics(metrics, step=step)
 
 
-def checkpoint_payload(
-    model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, step: int
-) -> dict[str, object]:
-    """What `last.ckpt` holds, under the keys (and parameter names) Lightning uses."""
-    return {
-        "epoch": epoch,
-        "global_step": step,
-        "state_dict": {f"model.{name}": tensor for name, tensor in model.state_dict().items()},
-        "optimizer_states": [optimizer.state_dict()],
-    }
+def fit_reference(
+    cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path, resume_from: Path | None = None
+) -> FitResult:
+    """Train with the textbook loop for `trainer.max_epochs` (or `max_steps`), then test.
 
-
-def fit_reference(cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path) -> FitResult:
-    """Train with the textbook loop for `trainer.max_epochs` (or `max_steps`), then test."""
+    With `resume_from` (a checkpoint of this run), training continues from it exactly.
+    """
     device = reference_device(cfg.trainer)
     task, num_classes = cfg.data.task, cfg.data.get("num_classes")
     model = build_model(cfg).to(device)
@@ -92,50 +86,79 @@ def fit_reference(cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path) 
     loss_fn = loss_function(task)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
+    steps_per_epoch = datamodule.steps_per_epoch()
+    job_dir = checkpoint_dir.parent
+    path = checkpoint_dir / "last.ckpt" if cfg.trainer.enable_checkpointing else None
+
+    position, val, validated_at = read_position(resume_from), {}, -1
+    if resume_from is not None:
+        checkpoint = torch.load(resume_from, weights_only=True, map_location=device)
+        model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        )
+        optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+        restore_rng(checkpoint[STATE_KEY]["rng"])
+        if position["validated"]:
+            validated_at, val = position["step"], checkpoint[STATE_KEY]["val_metrics"]
+    datamodule.resume_at(position["epoch"], position["batch"])
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     val_metrics = EpochMetrics(task, num_classes, prefix="val").to(device)
-    curve = LossCurve(loggers)
+    curve = LossCurve(loggers, first_step=position["step"])
+
+    def save() -> None:
+        curve.flush()
+        state = checkpoint_state(
+            step, steps_per_epoch, validated_at == step, curve.last, job_dir, loggers
+        )
+        payload = {
+            "epoch": epoch,
+            "global_step": step,
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "optimizer_states": [optimizer.state_dict()],
+            STATE_KEY: state | {"val_metrics": val},
+        }
+        save_checkpoint(payload, path)
 
     max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
-    total = max_epochs * len(train_loader)
+    total = max_epochs * steps_per_epoch
     progress = Progress(disable=not cfg.trainer.enable_progress_bar)
     bar = progress.add_task("training", total=min(total, max_steps) if max_steps > 0 else total)
-    step = epoch = 0
-    validated_at = -1  # the step whose weights `val` describes
-    val: dict[str, float] = {}
+    step, epoch, batch = position["step"], position["epoch"], position["batch"]
+    progress.update(bar, completed=step)
     progress.start()
     while epoch < max_epochs and step != max_steps:
         train_loader.sampler.set_epoch(epoch)
         model.train()
         progress.update(bar, description=f"epoch {epoch}")
-        batches = 0
         for x, y in train_loader:
             curve.append(reference_step(model, optimizer, loss_fn, x.to(device), y.to(device)))
-            step += 1
-            batches += 1
+            step, batch = step + 1, batch + 1
             progress.advance(bar)
+            every = cfg.checkpoint.every_n_steps
+            if path and every and step % every == 0 and batch < steps_per_epoch:
+                save()
             if step == max_steps:
                 break
         curve.flush()
-        if batches == len(train_loader):
+        if batch == steps_per_epoch:
             # Like Lightning: validate after each whole epoch, logged at the epoch's last step.
             val = evaluate(model, val_loader, val_metrics, device)
             log_all(loggers, {**val, "epoch": epoch}, step - 1)
             validated_at = step
-        epoch += 1
-        if cfg.trainer.enable_checkpointing:
-            save_checkpoint(
-                checkpoint_payload(model, optimizer, epoch, step), checkpoint_dir / "last.ckpt"
-            )
+        epoch, batch = epoch + 1, 0
+        if path:
+            save()
+    progress.stop()
     if validated_at != step:
         # max_steps cut the last epoch short: validate the final weights (as fit_lightning does).
         val = evaluate(model, val_loader, val_metrics, device)
         log_all(loggers, {**val, "epoch": epoch}, step)
-    progress.stop()
 
     test_metrics = EpochMetrics(task, num_classes, prefix="test").to(device)
     test = evaluate(model, datamodule.test_dataloader(), test_metrics, device)
     log_all(loggers, {**test, "epoch": epoch}, step)
-    losses = curve.values()
-    metrics = {"train/loss": float(losses[-1]), **val, **test}
-    return FitResult(model=model, step_losses=losses, metrics=metrics, epochs=epoch, steps=step)
+    last_loss = curve.last if curve.last is not None else position["last_loss"]
+    metrics = {"train/loss": last_loss, **val, **test}
+    return FitResult(
+        model=model, step_losses=curve.values(), metrics=metrics, epochs=epoch, steps=step
+    )

@@ -1,0 +1,118 @@
+"""Resume after a real `kill -9`, and checkpoints that survive being killed mid-write. Slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT
+from .test_resume import assert_same_run
+
+pytestmark = pytest.mark.slow
+
+# 3600 training samples in batches of 32: 113 steps per epoch, the last batch partial.
+LONG = [
+    "data.num_samples=6000",
+    "data.batch_size=32",
+    "trainer.max_epochs=4",
+    "model.hidden=32",
+    "extras.print_config=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def start(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *arguments],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of the checkpoint at `path`, or -1 while there is none."""
+    try:
+        return torch.load(path, weights_only=True)["global_step"]
+    except FileNotFoundError:
+        return -1
+
+
+def kill_when(process: subprocess.Popen, checkpoint: Path, step: int) -> None:
+    """SIGKILL `process` as soon as its checkpoint has reached `step`."""
+    deadline = time.monotonic() + 300
+    while checkpoint_step(checkpoint) < step:
+        assert process.poll() is None, f"finished before step {step}: {process.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize(("engine", "workers"), [("lightning", 0), ("lightning", 2), ("raw", 0)])
+def test_kill_9_at_a_random_step_then_resume_equals_the_uninterrupted_run(
+    tmp_path, engine, workers
+):
+    run = [*LONG, f"engine={engine}", f"data.num_workers={workers}", "checkpoint.every_n_steps=7"]
+    straight = start(*run, f"hydra.run.dir={tmp_path}/straight")
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+
+    target = random.randint(20, 400)
+    killed = start(*run, f"hydra.run.dir={tmp_path}/killed")
+    kill_when(killed, tmp_path / "killed" / "checkpoints" / "last.ckpt", target)
+    state = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert state["status"] == "running"  # killed: it had no chance to say otherwise
+    position = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)[
+        "mlplab"
+    ]
+
+    resumed = start(f"resume={tmp_path}/killed")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert (tmp_path / "killed" / ".hydra" / "overrides.yaml").read_text().count(
+        "hydra.run.dir"
+    ) == 0
+    (
+        assert_same_run(tmp_path / "straight", tmp_path / "killed"),
+        f"resumed at {position['position']}",
+    )
+
+
+def test_checkpoints_killed_while_saving_still_load(tmp_path) -> None:
+    """Checkpoint every step, SIGKILL at random moments, resume, again: every file on disk loads."""
+    run = [*LONG, "trainer.max_epochs=3", "checkpoint.every_n_steps=1"]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    process = start(*run, f"hydra.run.dir={tmp_path}/run")
+    kills = 0
+    while kills < 4:
+        while checkpoint_step(checkpoints / "last.ckpt") < 0:  # training has begun
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.05, 0.6))
+        if process.poll() is not None:
+            break  # it finished first
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+        for path in checkpoints.iterdir():  # nothing torn: the checkpoint, or a hidden temporary
+            if path.name == "last.ckpt":
+                assert torch.load(path, weights_only=True)["global_step"] >= 1
+            else:
+                assert path.name.startswith(".last.ckpt.") and path.name.endswith(".tmp"), path
+        process = start(f"resume={tmp_path}/run")
+    assert process.wait(timeout=600) == 0, process.stderr.read()
+    assert kills >= 2
+    assert [p.name for p in checkpoints.iterdir()] == ["last.ckpt"]  # temporaries cleaned up
+
+    straight = start(*run, f"hydra.run.dir={tmp_path}/straight")
+    assert straight.wait(timeout=600) == 0
+    assert_same_run(tmp_path / "straight", tmp_path / "run")
