@@ -233,11 +233,52 @@ def unknown_options(arguments: Sequence[str]) -> list[str]:
     return found
 
 
+HELP = """\
+python train.py [group=option ...] [key=value ...] [-m]   (mlplab; README.md has the details)
+
+Compose a run from one option per group, override any key, add -m to sweep
+comma-separated values (optimizer=sgd,adam activation=relu,tanh -m).
+
+== Configuration groups ==
+{groups}
+
+== Config{overrides} ==
+{config}
+Also: --cfg job (the config, no training), --hydra-help (Hydra's own flags), resume=<job dir>,
+python eval.py run=<job dir>, python -m mlplab.report <dir>.
+"""
+
+
+def print_help(arguments: Sequence[str]) -> None:
+    """mlplab's --help: the groups and the composed config, in a fraction of Hydra's time.
+
+    Hydra's own --help lists every group by deep-copying its config repository once per
+    group, over a second on this machine; the groups are simply the directories here.
+    """
+    from hydra import compose, initialize_config_dir
+
+    groups = sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+    lines = [f"{g.name}: " + ", ".join(sorted(o.stem for o in g.glob("*.yaml"))) for g in groups]
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "paths.output_dir='<job dir>'"])
+        config = OmegaConf.to_yaml(cfg)
+    except Exception as error:  # a help screen never fails: it says what went wrong
+        config = f"(cannot compose it: {error})\n"
+    shown = f" (with {' '.join(overrides)})" if overrides else ""
+    print(HELP.format(groups="\n".join(lines), overrides=shown, config=config))
+
+
 def run() -> None:
-    """`python train.py …`: refuse unknown options at once, then let Hydra run `main`."""
+    """`python train.py …`: answer --help, refuse unknown options at once, else run Hydra."""
+    arguments = sys.argv[1:]
     with refuse_bad_config():
-        if found := unknown_options(sys.argv[1:]):
+        if found := unknown_options(arguments):
             raise ConfigError("\n".join(found))
+        if "--help" in arguments or "-h" in arguments:
+            print_help(arguments)
+            return
     main()
 
 

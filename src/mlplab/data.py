@@ -148,6 +148,35 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
+class EpochLoader(DataLoader):
+    """A DataLoader of `TensorBatches` batched by an `EpochBatchSampler`.
+
+    With worker processes it is torch's own loader. Without (the default: the data are
+    in memory) it skips that machinery: it gathers the epoch's order once, then yields
+    consecutive slices, which are views, not copies. Same batches, bit for bit; a few
+    microseconds per batch instead of tens.
+    """
+
+    dataset: TensorBatches
+    sampler: EpochBatchSampler
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.num_workers > 0:
+            return super().__iter__()
+        return self._slices()
+
+    def _slices(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A generator: the order is drawn at the first batch, after any set_epoch.
+        sampler, data = self.sampler, self.dataset
+        x, y = data.x, data.y
+        if sampler.shuffle:
+            order = sampler.order()
+            x, y = x[order], y[order]
+        size = sampler.batch_size
+        for start in range(sampler.resume_batch * size, len(data), size):
+            yield x[start : start + size], y[start : start + size]
+
+
 class SyntheticDataModule(L.LightningDataModule):
     """Generates one task's data from `seed`, splits it, and serves train/val/test loaders."""
 
@@ -197,11 +226,11 @@ class SyntheticDataModule(L.LightningDataModule):
         for name, index in zip(("train", "val", "test"), parts, strict=True):
             self.splits[name] = TensorBatches(x[index], y[index])
 
-    def loader(self, split: str) -> DataLoader:
+    def loader(self, split: str) -> EpochLoader:
         """A loader over one split; only "train" is shuffled."""
         dataset = self.splits[split]
         sampler = EpochBatchSampler(len(dataset), self.batch_size, split == "train", self.seed)
-        return DataLoader(
+        return EpochLoader(
             dataset,
             batch_size=None,  # the sampler already yields whole batches of indices
             sampler=sampler,
@@ -210,7 +239,7 @@ class SyntheticDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> EpochLoader:
         loader = self.loader("train")
         loader.sampler.resume_at(*self.resume_position)
         return loader
@@ -219,8 +248,8 @@ class SyntheticDataModule(L.LightningDataModule):
         """Optimizer steps in one epoch: the number of training batches."""
         return math.ceil(len(self.splits["train"]) / self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> EpochLoader:
         return self.loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> EpochLoader:
         return self.loader("test")

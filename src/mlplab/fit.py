@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.checkpoint import AtomicCheckpointIO
-from mlplab.curves import LossCurve, LossCurveCallback
+from mlplab.curves import LossCurve
 from mlplab.module import MLPModule
+from mlplab.progress import TrainingProgress, planned_steps
 from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
 
 # Lightning's advice that does not apply to mlplab, silenced by message while it trains:
@@ -59,12 +59,14 @@ class FitResult:
     steps: int  # optimizer steps taken
 
 
-class RunCheckpoint(L.Callback):
-    """Keeps `last.ckpt` current, resumable exactly, and remembers the latest validation.
+class Bookkeeping(L.Callback):
+    """What the raw loop does around each step, done for Lightning, in one callback.
 
-    It saves after every epoch (validation included) and, with `every_n_steps`, within
-    epochs too; each checkpoint carries `mlplab.resume.checkpoint_state`. Saving is off
-    when `path` is None; the validation record is kept either way.
+    Records the loss curve, advances the progress bar, keeps `last.ckpt` current (after
+    every epoch, validation included, and every `every_n_steps` steps within one; never
+    when `path` is None), and remembers the latest validation. Each checkpoint carries
+    `mlplab.resume.checkpoint_state`, for an exact resume. One callback, not three: each
+    callback costs Lightning a dispatch on every hook of every step.
     """
 
     def __init__(
@@ -74,20 +76,32 @@ class RunCheckpoint(L.Callback):
         every_n_steps: int,
         steps_per_epoch: int,
         curve: LossCurve,
+        progress: TrainingProgress,
     ) -> None:
         self.job_dir = job_dir
         self.path = path
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = every_n_steps if path else 0
         self.steps_per_epoch = steps_per_epoch
         self.curve = curve
+        self.progress = progress
         self.validated_at = -1  # the step whose weights `val_metrics` describe
         self.val_metrics: dict[str, float] = {}
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.progress.epoch(trainer.current_epoch)  # a mid-epoch resume has no epoch start
+        self.progress.start()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.progress.epoch(trainer.current_epoch)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        mid_epoch = step % self.steps_per_epoch != 0  # an epoch's end is saved after validation
-        if self.path and self.every_n_steps and step % self.every_n_steps == 0 and mid_epoch:
-            trainer.save_checkpoint(self.path, weights_only=False)
+        self.curve.append(outputs["loss"])
+        self.progress.step()
+        if self.every_n_steps:
+            step = trainer.global_step
+            # an epoch's last step is saved at the epoch's end, after validation
+            if step % self.every_n_steps == 0 and step % self.steps_per_epoch != 0:
+                trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self.validated_at = trainer.global_step
@@ -95,8 +109,15 @@ class RunCheckpoint(L.Callback):
         self.val_metrics = {k: float(v) for k, v in metrics if k.startswith("val/")}
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.curve.flush()
         if self.path:
             trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.progress.stop()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.progress.stop()
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.curve.flush()
@@ -120,11 +141,16 @@ class RunCheckpoint(L.Callback):
 
 
 def fit_lightning(
-    cfg: DictConfig, loggers: list[Logger], checkpoint_dir: Path, resume_from: Path | None = None
+    cfg: DictConfig,
+    loggers: list[Logger],
+    checkpoint_dir: Path,
+    resume_from: Path | None = None,
+    callbacks: Sequence[L.Callback] = (),
 ) -> FitResult:
     """Train and test with `lightning.Trainer`, configured by `cfg.trainer`.
 
-    With `resume_from` (a checkpoint of this run), training continues from it exactly.
+    With `resume_from` (a checkpoint of this run), training continues from it exactly;
+    `callbacks` are added after mlplab's own.
     """
     model = build_model(cfg)
     module = MLPModule(model, cfg.data.task, cfg.data.get("num_classes"), optimizer_factory(cfg))
@@ -134,34 +160,37 @@ def fit_lightning(
     datamodule.resume_at(position["epoch"], position["batch"])
     curve = LossCurve(loggers, first_step=position["step"])
     path = checkpoint_dir / "last.ckpt" if cfg.trainer.enable_checkpointing else None
-    record = RunCheckpoint(
-        checkpoint_dir.parent,
-        path,
-        cfg.checkpoint.every_n_steps,
-        datamodule.steps_per_epoch(),
-        curve,
+    steps_per_epoch = datamodule.steps_per_epoch()
+    total = planned_steps(cfg.trainer.max_epochs, cfg.trainer.max_steps, steps_per_epoch)
+    progress = TrainingProgress(cfg.trainer.enable_progress_bar, total, done=position["step"])
+    record = Bookkeeping(
+        checkpoint_dir.parent, path, cfg.checkpoint.every_n_steps, steps_per_epoch, curve, progress
     )
-    callbacks: list[L.Callback] = [LossCurveCallback(curve), record]
-    if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_options["enable_checkpointing"] = False  # RunCheckpoint writes the checkpoints
-    with lightning_quiet():
+    trainer_options["enable_checkpointing"] = False  # Bookkeeping writes the checkpoints
+    trainer_options["enable_progress_bar"] = False  # Bookkeeping shows a lighter one
+    with lightning_quiet(), curve:
         trainer = L.Trainer(
             **trainer_options,
             logger=loggers or False,
-            callbacks=callbacks,
+            callbacks=[record, *callbacks],
             plugins=[AtomicCheckpointIO()],
             default_root_dir=checkpoint_dir.parent,
         )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        # The loaders, not the DataModule: with a DataModule attached, Lightning asks on every
+        # batch whether it overrides each batch-transfer hook (~10 calls per step).
+        loaders = {
+            "train_dataloaders": datamodule.train_dataloader(),
+            "val_dataloaders": datamodule.val_dataloader(),
+        }
+        trainer.fit(module, **loaders, ckpt_path=resume_from, weights_only=True)
         if record.validated_at != trainer.global_step:
             # trainer.max_steps cut the last epoch short, and Lightning validates only after
             # whole epochs: validate the final weights, so val/* describes the returned model.
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+            trainer.validate(module, dataloaders=loaders["val_dataloaders"], verbose=False)
         steps, epochs = trainer.global_step, trainer.current_epoch
-        (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    losses = curve.values()
+        (test,) = trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+        losses = curve.values()
     last_loss = curve.last if curve.last is not None else position["last_loss"]
     return FitResult(
         model=model,

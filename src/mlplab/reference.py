@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
-from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mlplab.build import build_datamodule, build_model, optimizer_factory
-from mlplab.checkpoint import save_checkpoint
+from mlplab.checkpoint import CheckpointWriter
 from mlplab.curves import LossCurve
 from mlplab.fit import FitResult, read_position
+from mlplab.progress import TrainingProgress, planned_steps
 from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
 from mlplab.tasks import EpochMetrics, loss_function
 
@@ -117,38 +117,36 @@ def fit_reference(
             "optimizer_states": [optimizer.state_dict()],
             STATE_KEY: state | {"val_metrics": val},
         }
-        save_checkpoint(payload, path)
+        writer.save(payload, path)
 
     max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
-    total = max_epochs * steps_per_epoch
-    progress = Progress(disable=not cfg.trainer.enable_progress_bar)
-    bar = progress.add_task("training", total=min(total, max_steps) if max_steps > 0 else total)
+    total = planned_steps(max_epochs, max_steps, steps_per_epoch)
+    progress = TrainingProgress(cfg.trainer.enable_progress_bar, total, done=position["step"])
     step, epoch, batch = position["step"], position["epoch"], position["batch"]
-    progress.update(bar, completed=step)
-    progress.start()
-    while epoch < max_epochs and step != max_steps:
-        train_loader.sampler.set_epoch(epoch)
-        model.train()
-        progress.update(bar, description=f"epoch {epoch}")
-        for x, y in train_loader:
-            curve.append(reference_step(model, optimizer, loss_fn, x.to(device), y.to(device)))
-            step, batch = step + 1, batch + 1
-            progress.advance(bar)
-            every = cfg.checkpoint.every_n_steps
-            if path and every and step % every == 0 and batch < steps_per_epoch:
+    writer = CheckpointWriter()
+    with curve, progress, writer:
+        while epoch < max_epochs and step != max_steps:
+            train_loader.sampler.set_epoch(epoch)
+            model.train()
+            progress.epoch(epoch)
+            for x, y in train_loader:
+                curve.append(reference_step(model, optimizer, loss_fn, x.to(device), y.to(device)))
+                step, batch = step + 1, batch + 1
+                progress.step()
+                every = cfg.checkpoint.every_n_steps
+                if path and every and step % every == 0 and batch < steps_per_epoch:
+                    save()
+                if step == max_steps:
+                    break
+            curve.flush()
+            if batch == steps_per_epoch:
+                # Like Lightning: validate after each whole epoch, logged at the epoch's last step.
+                val = evaluate(model, val_loader, val_metrics, device)
+                log_all(loggers, {**val, "epoch": epoch}, step - 1)
+                validated_at = step
+            epoch, batch = epoch + 1, 0
+            if path:
                 save()
-            if step == max_steps:
-                break
-        curve.flush()
-        if batch == steps_per_epoch:
-            # Like Lightning: validate after each whole epoch, logged at the epoch's last step.
-            val = evaluate(model, val_loader, val_metrics, device)
-            log_all(loggers, {**val, "epoch": epoch}, step - 1)
-            validated_at = step
-        epoch, batch = epoch + 1, 0
-        if path:
-            save()
-    progress.stop()
     if validated_at != step:
         # max_steps cut the last epoch short: validate the final weights (as fit_lightning does).
         val = evaluate(model, val_loader, val_metrics, device)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 STATE_KEY = "mlplab"
 LOG_DIRS = ("tensorboard", "csv")  # where the loggers of configs/logger/ write, in a job dir
@@ -32,10 +32,9 @@ LOG_DIRS = ("tensorboard", "csv")  # where the loggers of configs/logger/ write,
 def rng_states() -> dict[str, Any]:
     """The global random states, as tensors, ints and lists only."""
     version, internal, gauss = random.getstate()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(internal), gauss],
-    }
+    # Python's 625-int state as one tensor: pickling 625 ints costs more than the weights.
+    python = [version, torch.tensor(internal, dtype=torch.int64), gauss]
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": python}
     if (np := sys.modules.get("numpy")) is not None:  # only if something uses it
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         states["numpy"] = [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]
@@ -48,7 +47,7 @@ def restore_rng(states: dict[str, Any]) -> None:
     """Put back what `rng_states` recorded."""
     torch.set_rng_state(states["torch"])
     version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate((version, tuple(internal.tolist()), gauss))
     if "numpy" in states:
         import numpy as np
 
@@ -61,7 +60,10 @@ def restore_rng(states: dict[str, Any]) -> None:
 def log_sizes(job_dir: Path, loggers: Sequence[Logger]) -> dict[str, int]:
     """Flush every logger, then the size of each of the job's log files, by relative path."""
     for logger in loggers:
-        logger.save()  # TensorBoard: flush the event writer; CSV: append the buffered rows
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.flush()  # not logger.save(): that rewrites hparams.yaml too
+        else:
+            logger.save()  # CSV: append the buffered rows
     return {
         str(path.relative_to(job_dir)): path.stat().st_size
         for name in LOG_DIRS
