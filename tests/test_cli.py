@@ -250,3 +250,19 @@ def test_homework_experiment_is_one_command(tmp_path) -> None:
     table_end = output.rindex("└")  # the rich table's last line: nothing follows it
     assert output.rindex("6 runs in") > output.rindex("final metrics")
     assert output[table_end:].count("\n") <= 1, output[table_end:]
+
+
+def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path) -> None:
+    run_train(
+        "optimizer=sgd,adam",
+        "trainer.max_epochs=1",
+        "data.num_samples=400",
+        "hydra/launcher=joblib",
+        f"hydra.sweep.dir={tmp_path}",
+        "-m",
+    )
+    jobs = jobs_of(tmp_path)
+    assert len(jobs) == 2 and (tmp_path / "summary.csv").exists()
+    for job in jobs:
+        summary = check_job(job)
+        assert summary["torch_threads"] == 1  # n_jobs=-1: one worker per core, one thread each

@@ -159,6 +159,22 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
 
+def share_cores_between_workers(hydra_cfg: Any) -> None:
+    """Under a parallel launcher, give each worker its share of the cores, not all of them.
+
+    With hydra/launcher=joblib, n_jobs worker processes train at once; if each also used
+    every core for torch's threads, they would fight over them. Workers × threads ≤ cores.
+    """
+    launcher = hydra_cfg.launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    workers = launcher.n_jobs if launcher.n_jobs > 0 else cores + 1 + launcher.n_jobs
+    torch.set_num_threads(max(1, cores // max(1, workers)))
+
+
 def checked_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
     """The config a job will run (a resumed run's own) and its overrides, once they pass."""
     overrides = list(overrides)
@@ -187,6 +203,7 @@ def main(cfg: DictConfig) -> float:
         " (resumed)" if resume else "",
     )
 
+    share_cores_between_workers(hydra_cfg)
     from mlplab.curves import Diverged  # heavy: torch, Lightning
     from mlplab.train import train
 

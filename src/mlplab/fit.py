@@ -26,7 +26,7 @@ from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
 IRRELEVANT_WARNINGS = (
     # our loaders serve in-memory tensors, for which worker processes are pure overhead;
     r".*does not have many workers.*",
-    # the loss curve is written by LossCurveCallback, not by Lightning's every-n-steps logging;
+    # the loss curve is written by mlplab.curves.LossCurve, not by every-n-steps logging;
     r".*smaller than the logging interval.*",
     # mlplab's batch sampler is resumed from the position its checkpoint records (see
     # mlplab.resume), a mechanism Lightning's mid-epoch check cannot see;

@@ -14,7 +14,7 @@ class MLPModule(L.LightningModule):
     """Trains `model` on `task` with the optimizer that `optimizer` builds.
 
     The training loss is returned, not `self.log`-ged: the loss curve is recorded by
-    `mlplab.curves.LossCurveCallback`, at a fraction of `self.log`'s per-step cost.
+    `mlplab.fit.Bookkeeping` (`mlplab.curves.LossCurve`), at a fraction of `self.log`'s cost.
     """
 
     def __init__(

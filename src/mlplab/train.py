@@ -81,7 +81,12 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     if not resume:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / CONFIG_FILE, resolve=True)  # for resume= and eval.py
-    summary: dict = {"status": "running", "engine": cfg.engine, "overrides": list(overrides)}
+    summary: dict = {
+        "status": "running",
+        "engine": cfg.engine,
+        "overrides": list(overrides),
+        "torch_threads": torch.get_num_threads(),  # results can depend on it (summation order)
+    }
     write_json(summary, output_dir / "metrics.json")
     loggers = build_loggers(cfg)
     log_hyperparameters(loggers, cfg)
