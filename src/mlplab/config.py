@@ -106,6 +106,8 @@ COMMON = {
     "trainer.num_sanity_val_steps": integer(0),
     "trainer.accelerator": choice("cpu", "gpu", "cuda", "mps", "auto"),
     "trainer.devices": integer(1, also=("auto",)),
+    "trainer.strategy": choice("auto", "ddp"),
+    "trainer.num_nodes": integer(1),
     "trainer.precision": choice("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true"),
     "checkpoint.every_n_steps": integer(0),
 }
@@ -244,6 +246,21 @@ def cross_checks(values: dict[str, Any]) -> list[str]:
     ):
         found.append(
             "optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0"
+        )
+    if (
+        values["trainer.strategy"] == "ddp"
+        and values["trainer.accelerator"] in ("cpu", "mps")
+        and values["trainer.num_nodes"] == 1
+        and values["trainer.devices"] == "auto"
+    ):
+        found.append(
+            "trainer.devices=auto with trainer.strategy=ddp on the CPU: give the number "
+            "of processes, e.g. trainer.devices=2"
+        )
+    if values["engine"] == "raw" and values["trainer.strategy"] != "auto":
+        found.append(
+            f"trainer.strategy={values['trainer.strategy']} is not allowed with engine=raw: "
+            "the raw loop trains in one process (use engine=lightning)"
         )
     if values["engine"] == "raw":
         if values["trainer.devices"] not in (1, "auto"):

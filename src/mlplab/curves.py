@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import google_crc32c
@@ -106,6 +106,9 @@ class LossCurve:
         self.loggers = [lg for lg in loggers if lg not in tensorboard]
         self.first_step = first_step
         self.flush_every = flush_every
+        # Data-parallel: turns each process's losses into the mean over processes (the loss
+        # of the global batch), once per flush rather than once per step.
+        self.reduce: Callable[[list[float]], Tensor] | None = None
         self.pending: list[float] = []
         self.written: list[float] = []
 
@@ -131,7 +134,7 @@ class LossCurve:
         """Write the pending losses as `train/loss`."""
         if not self.pending:
             return
-        values = self.pending
+        values = self.pending if self.reduce is None else self.reduce(self.pending).tolist()
         first = self.first_step + len(self.written)
         for event_file in self.event_files:
             event_file.write("train/loss", first, values)

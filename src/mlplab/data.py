@@ -103,13 +103,27 @@ class EpochBatchSampler(Sampler[Tensor]):
     (seed, e) alone: it does not depend on how many epochs were iterated before, so a
     resumed run replays exactly the order an uninterrupted run would have seen. Lightning
     calls `set_epoch` itself; a hand-written loop calls it at the top of each epoch.
+
+    Data-parallel: with `replicas` processes, each step consumes one global batch of
+    `replicas × batch_size` consecutive samples of the order, and process `rank` trains on
+    its `rank`-th slice, so the processes together see what one process with the global
+    batch would. A last, partial global batch is dropped: it could not be split evenly.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.replicas, self.rank = replicas, rank
         self.epoch = 0
         self.resume_batch = 0  # batches of `self.epoch` already trained on before a resume
 
@@ -136,11 +150,21 @@ class EpochBatchSampler(Sampler[Tensor]):
         mixed = (self.seed * 0x9E3779B97F4A7C15 + self.epoch) % 2**63
         return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(mixed))
 
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """(start, stop) positions in `order()` of this process's batches, from the resume point."""
+        size = self.batch_size * self.replicas
+        first = self.resume_batch * size + self.rank * self.batch_size
+        for start in range(first, len(self) * size, size):
+            yield start, min(start + self.batch_size, self.num_samples)
+
     def __iter__(self) -> Iterator[Tensor]:
-        return iter(self.order().split(self.batch_size)[self.resume_batch :])
+        order = self.order()  # drawn now, after any set_epoch
+        return (order[start:stop] for start, stop in self.spans())
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        if self.replicas == 1:
+            return math.ceil(self.num_samples / self.batch_size)
+        return self.num_samples // (self.batch_size * self.replicas)
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -172,9 +196,8 @@ class EpochLoader(DataLoader):
         if sampler.shuffle:
             order = sampler.order()
             x, y = x[order], y[order]
-        size = sampler.batch_size
-        for start in range(sampler.resume_batch * size, len(data), size):
-            yield x[start : start + size], y[start : start + size]
+        for start, stop in sampler.spans():
+            yield x[start:stop], y[start:stop]
 
 
 class SyntheticDataModule(L.LightningDataModule):
@@ -206,10 +229,15 @@ class SyntheticDataModule(L.LightningDataModule):
         self.seed = seed
         self.splits: dict[str, TensorBatches] = {}
         self.resume_position = (0, 0)  # (epoch, batch) the training loader starts at
+        self.replicas, self.rank = 1, 0  # data-parallel processes, and which one this is
 
     def resume_at(self, epoch: int, batch: int) -> None:
         """Make the training loader start after `batch` batches of `epoch` (for a resumed run)."""
         self.resume_position = (epoch, batch)
+
+    def shard(self, replicas: int, rank: int) -> None:
+        """Serve process `rank` of `replicas` its slice of every training batch."""
+        self.replicas, self.rank = replicas, rank
 
     def setup(self, stage: str | None = None) -> None:
         """Generate and split the samples (once; later calls reuse them)."""
@@ -241,12 +269,13 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> EpochLoader:
         loader = self.loader("train")
+        loader.sampler.replicas, loader.sampler.rank = self.replicas, self.rank
         loader.sampler.resume_at(*self.resume_position)
         return loader
 
     def steps_per_epoch(self) -> int:
-        """Optimizer steps in one epoch: the number of training batches."""
-        return math.ceil(len(self.splits["train"]) / self.batch_size)
+        """Optimizer steps in one epoch: the number of training batches (of each process)."""
+        return len(self.train_dataloader())
 
     def val_dataloader(self) -> EpochLoader:
         return self.loader("val")

@@ -160,11 +160,9 @@ def fit_lightning(
     datamodule.resume_at(position["epoch"], position["batch"])
     curve = LossCurve(loggers, first_step=position["step"])
     path = checkpoint_dir / "last.ckpt" if cfg.trainer.enable_checkpointing else None
-    steps_per_epoch = datamodule.steps_per_epoch()
-    total = planned_steps(cfg.trainer.max_epochs, cfg.trainer.max_steps, steps_per_epoch)
-    progress = TrainingProgress(cfg.trainer.enable_progress_bar, total, done=position["step"])
+    progress = TrainingProgress(cfg.trainer.enable_progress_bar, total=0, done=position["step"])
     record = Bookkeeping(
-        checkpoint_dir.parent, path, cfg.checkpoint.every_n_steps, steps_per_epoch, curve, progress
+        checkpoint_dir.parent, path, cfg.checkpoint.every_n_steps, 1, curve, progress
     )
     trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_options["enable_checkpointing"] = False  # Bookkeeping writes the checkpoints
@@ -175,7 +173,18 @@ def fit_lightning(
             logger=loggers or False,
             callbacks=[record, *callbacks],
             plugins=[AtomicCheckpointIO()],
+            use_distributed_sampler=False,  # EpochBatchSampler shards the data itself
             default_root_dir=checkpoint_dir.parent,
+        )
+        if trainer.world_size > 1:
+            datamodule.shard(trainer.world_size, trainer.global_rank)
+            curve.reduce = lambda values: trainer.strategy.reduce(
+                torch.tensor(values), reduce_op="mean"
+            )
+            progress.enabled &= trainer.is_global_zero
+        record.steps_per_epoch = datamodule.steps_per_epoch()
+        progress.total(
+            planned_steps(cfg.trainer.max_epochs, cfg.trainer.max_steps, record.steps_per_epoch)
         )
         # The loaders, not the DataModule: with a DataModule attached, Lightning asks on every
         # batch whether it overrides each batch-transfer hook (~10 calls per step).

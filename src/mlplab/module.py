@@ -39,7 +39,9 @@ class MLPModule(L.LightningModule):
         self.val_metrics.update(self.model(x), y)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute())
+        # torchmetrics has already combined all processes' states in compute(); sync_dist
+        # only averages those equal values again (and keeps Lightning from warning).
+        self.log_dict(self.val_metrics.compute(), sync_dist=True)
         self.val_metrics.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -47,7 +49,7 @@ class MLPModule(L.LightningModule):
         self.test_metrics.update(self.model(x), y)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

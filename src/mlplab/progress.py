@@ -31,8 +31,13 @@ class TrainingProgress:
         self.task = self.progress.add_task("training", total=total, completed=done)
         self.enabled = enabled
 
+    def total(self, total: int) -> None:
+        """Set the number of steps the bar counts up to."""
+        self.progress.update(self.task, total=total)
+
     def start(self) -> None:
-        self.progress.start()
+        if self.enabled:
+            self.progress.start()
 
     def epoch(self, epoch: int) -> None:
         self.progress.update(self.task, description=f"epoch {epoch}")

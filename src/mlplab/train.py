@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
+from mlplab import ddp
 from mlplab.checkpoint import write_json
 from mlplab.curves import Diverged
 from mlplab.fit import fit_lightning
@@ -92,7 +93,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     log_hyperparameters(loggers, cfg)
     started = time.perf_counter()
     try:
-        result = ENGINES[cfg.engine](cfg, loggers, checkpoint.parent, resume_from)
+        with ddp.workers(cfg, output_dir, resume_from):  # data-parallel ranks 1…n-1, if any
+            result = ENGINES[cfg.engine](cfg, loggers, checkpoint.parent, resume_from)
     except BaseException as error:
         summary |= failure_summary(error, output_dir)
         summary["wall_time_s"] = round(time.perf_counter() - started, 3)

@@ -1,0 +1,79 @@
+"""Beyond one process, on the real engines: torch.distributed (gloo) DDP on this CPU. Slow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT
+from .test_engines import scalars
+
+pytestmark = pytest.mark.slow
+
+QUIET = ["extras.print_config=false", "trainer.enable_progress_bar=false"]
+# 500 samples → 300 for training: 15 global batches of 20, none partial.
+SMALL = ["data.num_samples=500", "trainer.max_epochs=3", *QUIET]
+
+
+def train(cwd: Path, *arguments: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path, optimizer) -> None:
+    """DDP averages the two processes' gradients of their halves of each global batch: the
+    gradient of the whole batch, summed in another order. So the weights agree to float32
+    rounding (~1e-7 relative), not bit for bit."""
+    train(
+        tmp_path,
+        "accelerator=ddp_cpu",
+        "data.batch_size=10",
+        f"optimizer={optimizer}",
+        *SMALL,
+        "hydra.run.dir=ddp",
+    )
+    train(tmp_path, "data.batch_size=20", f"optimizer={optimizer}", *SMALL, "hydra.run.dir=single")
+    ddp, single = (
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+        for run in ("ddp", "single")
+    )
+    assert ddp["global_step"] == single["global_step"] == 45
+    for name, expected in single["state_dict"].items():
+        torch.testing.assert_close(ddp["state_dict"][name], expected, rtol=1e-6, atol=1e-7)
+    # the logged curve is the loss of the whole global batch, averaged over the processes
+    ddp_curve, single_curve = (
+        torch.tensor([v for _, v in scalars(tmp_path / run)["train/loss"]])
+        for run in ("ddp", "single")
+    )
+    torch.testing.assert_close(ddp_curve, single_curve, rtol=1e-6, atol=1e-7)
+
+
+def test_ddp_inside_a_multirun_writes_one_directory_per_job_and_nothing_else(tmp_path) -> None:
+    output = train(
+        tmp_path, "optimizer=sgd,adam", "accelerator=ddp_cpu", "data.batch_size=10", *SMALL, "-m"
+    )
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # no stray directories
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["sweeps"]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2
+    assert jobs[0].name.startswith("0_optimizer=sgd,accelerator=ddp_cpu,")
+    assert jobs[1].name.startswith("1_optimizer=adam,accelerator=ddp_cpu,")
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert len(list((job / "tensorboard").glob("events.out.tfevents.*"))) >= 1
+        assert [s for s, _ in scalars(job)["train/loss"]] == list(range(45))  # one run, once each
+    assert output.count("final metrics") == 2  # two jobs ran, not four, nor a sweep per child
