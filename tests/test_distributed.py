@@ -77,3 +77,71 @@ def test_ddp_inside_a_multirun_writes_one_directory_per_job_and_nothing_else(tmp
         assert len(list((job / "tensorboard").glob("events.out.tfevents.*"))) >= 1
         assert [s for s, _ in scalars(job)["train/loss"]] == list(range(45))  # one run, once each
     assert output.count("final metrics") == 2  # two jobs ran, not four, nor a sweep per child
+
+
+def test_submitit_local_runs_the_sweep_through_submitit(tmp_path) -> None:
+    """submitit's local executor: the code path of hydra/launcher=slurm, minus SLURM."""
+    train(
+        tmp_path,
+        "optimizer=sgd,adam",
+        "data.num_samples=300",
+        "trainer.max_epochs=1",
+        *QUIET,
+        "hydra/launcher=submitit_local",
+        "hydra.sweep.dir=sweep",
+        "-m",
+    )
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert len(jobs) == 2
+    for job in jobs:
+        summary = json.loads((job / "metrics.json").read_text())
+        assert summary["status"] == "completed" and summary["steps"] == 3  # 180 samples / 64
+    assert list((tmp_path / "sweep" / ".submitit").iterdir())  # submitit really ran them
+    assert (tmp_path / "sweep" / "summary.csv").exists()
+
+
+def test_optuna_search_runs_trials_and_reports_them(tmp_path) -> None:
+    output = train(
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=1",
+        "data.num_samples=300",
+        *QUIET,
+        "hydra.sweep.dir=search",
+        "-m",
+    )
+    assert "Best value" in output
+    best = (tmp_path / "search" / "optimization_results.yaml").read_text()
+    jobs = [p for p in (tmp_path / "search").iterdir() if p.is_dir() and p.name[0].isdigit()]
+    val_losses = [
+        json.loads((job / "metrics.json").read_text())["metrics"]["val/loss"] for job in jobs
+    ]
+    assert len(jobs) == 3 and f"best_value: {min(val_losses)}" in best  # it minimised val/loss
+    assert "optimizer.lr" in (tmp_path / "search" / "summary.csv").read_text().splitlines()[0]
+
+
+def test_processes_started_by_torchrun_leave_the_writing_to_rank_0(tmp_path) -> None:
+    """What a multi-node launch looks like on one node: torchrun starts every process."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            str(ROOT / "train.py"),
+            "accelerator=ddp_cpu",
+            *SMALL,
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["status"] == "completed"
+    assert len(list((tmp_path / "run" / "tensorboard").glob("*.curve"))) == 1  # one writer
+    assert [s for s, _ in scalars(tmp_path / "run")["train/loss"]] == list(range(summary["steps"]))

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from itertools import count
@@ -239,7 +240,8 @@ def unknown_options(arguments: Sequence[str]) -> list[str]:
     found = []
     for argument in arguments:
         group, equals, value = argument.partition("=")
-        if not equals or not (CONFIG_DIR / group).is_dir() or group == "hydra" or "(" in value:
+        hydra_group = group.split("/")[0] == "hydra"  # options also come from Hydra's plugins
+        if not equals or not (CONFIG_DIR / group).is_dir() or hydra_group or "(" in value:
             continue
         options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         for option in value.split(","):
@@ -347,6 +349,12 @@ class SweepGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with refuse_bad_config():
             found = sweep_problems(config)
+            launcher = str(config.hydra.launcher.get("_target_", ""))
+            if launcher.endswith("SlurmLauncher") and shutil.which("srun") is None:
+                found.append(
+                    "hydra/launcher: SLURM was chosen, but this machine has no srun; "
+                    "run on the cluster, or try hydra/launcher=submitit_local here"
+                )
             if found:
                 raise ConfigError("\n".join(found))
 

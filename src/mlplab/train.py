@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
@@ -78,6 +79,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     """
     output_dir = Path(cfg.paths.output_dir)
     checkpoint = output_dir / "checkpoints" / "last.ckpt"
+    if rank_zero_only.rank > 0:
+        # A data-parallel rank started by torchrun or SLURM, not by us: train, write nothing.
+        resume_from = checkpoint if resume and checkpoint.exists() else None
+        return ENGINES[cfg.engine](cfg, [], checkpoint.parent, resume_from).metrics
     resume_from = prepare_resume(output_dir, checkpoint) if resume else None
     if not resume:
         output_dir.mkdir(parents=True, exist_ok=True)
