@@ -9,7 +9,10 @@ Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 2
   raw      the textbook loop over pre-sliced batches: the limit
   loader   the same loop fed by mlplab's DataModule loader
   mlplab   the Lightning engine exactly as `python train.py` sets it up: TensorBoard loss
-           curve, epoch metrics, checkpoints, progress bar
+           curve, epoch metrics, checkpoints, progress bar, and `steps_per_iteration` (16)
+           optimizer steps per Lightning iteration
+  classic  the same with steps_per_iteration=1: one step per training_step, Lightning's
+           automatic optimization
   floor    a bare Lightning Trainer on the same model and batches: no logger, no bar, no
            checkpoints, no metrics, no self.log
 
@@ -145,6 +148,11 @@ def mlplab_lightning(cfg, batches) -> float:
     return clock.steps / clock.seconds
 
 
+def mlplab_classic(cfg, batches) -> float:
+    cfg.steps_per_iteration = 1
+    return mlplab_lightning(cfg, batches)
+
+
 class Presliced:
     """Batches as one iterable (a plain list would be taken for a list of loaders)."""
 
@@ -203,6 +211,7 @@ PATHS = {
     "raw": raw_presliced,
     "loader": raw_loader,
     "mlplab": mlplab_lightning,
+    "classic": mlplab_classic,
     "floor": bare_trainer,
 }
 
@@ -275,6 +284,8 @@ def main() -> None:
         summary[f"lightning_vs_floor_{size}"] = ratio(results, "mlplab", "floor")
         summary[f"loader_vs_raw_{size}"] = ratio(results, "loader", "raw")
         summary[f"floor_vs_raw_{size}"] = ratio(results, "floor", "raw")
+        summary[f"classic_vs_raw_{size}"] = ratio(results, "classic", "raw")
+        summary[f"classic_vs_floor_{size}"] = ratio(results, "classic", "floor")
     process_repeats = 3 if args.quick else 5
     summary["help_s"] = process_seconds(["--help"], process_repeats)
     summary["cfg_s"] = process_seconds(["--cfg", "job"], process_repeats)

@@ -16,11 +16,17 @@ from .conftest import TINY_STEPS_PER_EPOCH
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar series in a job's TensorBoard directory, read by TensorBoard itself."""
+    """Every scalar series in a job's TensorBoard directory, read by TensorBoard itself.
+
+    Each series is put in step order, as TensorBoard plots it: it reads a run's event files
+    in name order, and names made in one process end in a counter that sorts as text
+    (`.10` before `.9`).
+    """
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     return {
-        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+        tag: sorted(((e.step, e.value) for e in events.Scalars(tag)), key=lambda point: point[0])
+        for tag in events.Tags()["scalars"]
     }
 
 
@@ -28,14 +34,20 @@ def checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+# 8 batches an epoch; max_steps=12 stops inside epoch 1: inside its only iteration with 16
+# steps per iteration (the default), inside its second of three with 3, at a step with 1.
+@pytest.mark.parametrize("steps_per_iteration", [16, 3, 1])
 @pytest.mark.parametrize("max_steps", [12, -1], ids=["cut-mid-epoch", "whole-epochs"])
-def test_both_engines_write_the_same_outputs(make_cfg, tmp_path, max_steps) -> None:
+def test_both_engines_write_the_same_outputs(
+    make_cfg, tmp_path, max_steps, steps_per_iteration
+) -> None:
     runs = {}
     for engine in ("lightning", "raw"):
         cfg = make_cfg(
             f"engine={engine}",
             f"trainer.max_steps={max_steps}",
             "trainer.max_epochs=2",
+            f"steps_per_iteration={steps_per_iteration}",
             name=engine,
         )
         metrics = train(cfg, overrides=[f"engine={engine}"])

@@ -63,6 +63,26 @@ def test_lightning_equals_reference_loop(make_cfg, tmp_path, optimizer, activati
     assert lightning.metrics == raw.metrics
 
 
+# 8 batches an epoch, 12 steps: iterations of 3 cut the run inside an iteration mid-epoch;
+# of 5, a shorter last iteration per epoch; of 100 (whole epochs), a cut in the epoch's last.
+@pytest.mark.parametrize("steps_per_iteration", [1, 3, 5, 100])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_several_steps_per_iteration_train_exactly_like_one(
+    make_cfg, tmp_path, optimizer, steps_per_iteration
+) -> None:
+    cfg = make_cfg(f"optimizer={optimizer}", f"steps_per_iteration={steps_per_iteration}", *FAST)
+    lightning, raw = fit_both(cfg, tmp_path)
+    assert lightning.steps == raw.steps == cfg.trainer.max_steps
+    assert torch.equal(lightning.step_losses, raw.step_losses)
+    assert state_dicts_equal(lightning.model, raw.model)
+    assert lightning.metrics == raw.metrics
+
+
+def test_the_default_takes_several_steps_per_iteration(make_cfg) -> None:
+    """So the big parity matrix above covers the default, manual-optimization path."""
+    assert make_cfg().steps_per_iteration > 1
+
+
 def step_without_zero_grad(model, optimizer, loss_fn, x, y):
     """The seed's question: the textbook step, minus `optimizer.zero_grad()`."""
     loss = loss_fn(model(x), y)

@@ -84,6 +84,7 @@ TASKS = ("regression", "classification", "binary")
 COMMON = {
     "seed": integer(0, 2**32 - 1),
     "engine": choice("lightning", "raw"),
+    "steps_per_iteration": integer(1),
     "resume": OPTIONAL_TEXT,
     "extras.print_config": BOOLEAN,
     "paths.output_dir": TEXT,

@@ -112,14 +112,15 @@ class LossCurve:
         self.pending: list[float] = []
         self.written: list[float] = []
 
-    def append(self, loss: Tensor) -> None:
-        """Record the loss of the step just taken; raise `Diverged` if it is not finite."""
-        value = loss.item()
-        self.pending.append(value)
-        if not math.isfinite(value):
-            step = self.first_step + len(self.written) + len(self.pending) - 1
-            self.flush()
-            raise Diverged(step, value)
+    def append(self, losses: Tensor) -> None:
+        """Record the loss of the step just taken (a 0-d tensor), or of the steps just taken
+        (1-d, in order); raise `Diverged` at the first that is not finite."""
+        for value in losses.tolist() if losses.ndim else [losses.item()]:
+            self.pending.append(value)
+            if not math.isfinite(value):
+                step = self.first_step + len(self.written) + len(self.pending) - 1
+                self.flush()
+                raise Diverged(step, value)
         if len(self.pending) >= self.flush_every:
             self.flush()
 

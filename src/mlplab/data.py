@@ -7,8 +7,10 @@ in any process, whatever else has consumed random numbers before.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import lightning as L
 import torch
@@ -79,11 +81,22 @@ def make_task_data(
     raise ValueError(f"unknown task {task!r}")
 
 
+T = TypeVar("T")
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items, the last one shorter if items run out."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
 class TensorBatches(Dataset):
     """Tensors indexed a whole batch at a time: `ds[index_tensor] -> (x[index], y[index])`.
 
     One gather per batch instead of one `__getitem__` per sample plus a collate: the data
     path then costs a few microseconds per batch, not a large share of a training step.
+    A list of index tensors gives the list of their batches.
     """
 
     def __init__(self, x: Tensor, y: Tensor) -> None:
@@ -92,7 +105,9 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: Tensor | list[Tensor]):
+        if isinstance(index, list):
+            return [self[i] for i in index]
         return self.x[index], self.y[index]
 
 
@@ -108,6 +123,10 @@ class EpochBatchSampler(Sampler[Tensor]):
     `replicas × batch_size` consecutive samples of the order, and process `rank` trains on
     its `rank`-th slice, so the processes together see what one process with the global
     batch would. A last, partial global batch is dropped: it could not be split evenly.
+
+    With `batches_per_item` k > 1 it yields lists of k consecutive batches' index tensors
+    (an epoch's last list may be shorter): one item per Lightning iteration, several
+    optimizer steps each (see `mlplab.module.ChunkedMLPModule`). The batches are the same.
     """
 
     def __init__(
@@ -124,6 +143,7 @@ class EpochBatchSampler(Sampler[Tensor]):
         self.shuffle = shuffle
         self.seed = seed
         self.replicas, self.rank = replicas, rank
+        self.batches_per_item = 1
         self.epoch = 0
         self.resume_batch = 0  # batches of `self.epoch` already trained on before a resume
 
@@ -154,17 +174,28 @@ class EpochBatchSampler(Sampler[Tensor]):
         """(start, stop) positions in `order()` of this process's batches, from the resume point."""
         size = self.batch_size * self.replicas
         first = self.resume_batch * size + self.rank * self.batch_size
-        for start in range(first, len(self) * size, size):
+        for start in range(first, self.num_batches() * size, size):
             yield start, min(start + self.batch_size, self.num_samples)
 
-    def __iter__(self) -> Iterator[Tensor]:
-        order = self.order()  # drawn now, after any set_epoch
-        return (order[start:stop] for start, stop in self.spans())
+    def items(self, batches: Iterable[T]) -> Iterator[T] | Iterator[list[T]]:
+        """`batches` as this sampler yields them: one by one, or in lists of `batches_per_item`."""
+        if self.batches_per_item == 1:
+            return iter(batches)
+        return chunks(batches, self.batches_per_item)
 
-    def __len__(self) -> int:
+    def __iter__(self) -> Iterator[Tensor] | Iterator[list[Tensor]]:
+        order = self.order()  # drawn now, after any set_epoch
+        return self.items(order[start:stop] for start, stop in self.spans())
+
+    def num_batches(self) -> int:
+        """Batches (optimizer steps) in a whole epoch, for this process."""
         if self.replicas == 1:
             return math.ceil(self.num_samples / self.batch_size)
         return self.num_samples // (self.batch_size * self.replicas)
+
+    def __len__(self) -> int:
+        """Items in a whole epoch: batches, or lists of `batches_per_item` batches."""
+        return math.ceil(self.num_batches() / self.batches_per_item)
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -184,10 +215,10 @@ class EpochLoader(DataLoader):
     dataset: TensorBatches
     sampler: EpochBatchSampler
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self):
         if self.num_workers > 0:
             return super().__iter__()
-        return self._slices()
+        return self.sampler.items(self._slices())
 
     def _slices(self) -> Iterator[tuple[Tensor, Tensor]]:
         # A generator: the order is drawn at the first batch, after any set_epoch.
@@ -230,10 +261,15 @@ class SyntheticDataModule(L.LightningDataModule):
         self.splits: dict[str, TensorBatches] = {}
         self.resume_position = (0, 0)  # (epoch, batch) the training loader starts at
         self.replicas, self.rank = 1, 0  # data-parallel processes, and which one this is
+        self.batches_per_item = 1  # training batches per loader item (see `group`)
 
     def resume_at(self, epoch: int, batch: int) -> None:
         """Make the training loader start after `batch` batches of `epoch` (for a resumed run)."""
         self.resume_position = (epoch, batch)
+
+    def group(self, batches_per_item: int) -> None:
+        """Serve the training batches in lists of `batches_per_item` consecutive ones."""
+        self.batches_per_item = batches_per_item
 
     def shard(self, replicas: int, rank: int) -> None:
         """Serve process `rank` of `replicas` its slice of every training batch."""
@@ -270,12 +306,13 @@ class SyntheticDataModule(L.LightningDataModule):
     def train_dataloader(self) -> EpochLoader:
         loader = self.loader("train")
         loader.sampler.replicas, loader.sampler.rank = self.replicas, self.rank
+        loader.sampler.batches_per_item = self.batches_per_item
         loader.sampler.resume_at(*self.resume_position)
         return loader
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch: the number of training batches (of each process)."""
-        return len(self.train_dataloader())
+        return self.train_dataloader().sampler.num_batches()
 
     def val_dataloader(self) -> EpochLoader:
         return self.loader("val")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.checkpoint import AtomicCheckpointIO
 from mlplab.curves import LossCurve
-from mlplab.module import MLPModule
+from mlplab.module import ChunkedMLPModule, MLPModule
 from mlplab.progress import TrainingProgress, planned_steps
 from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
 
@@ -95,13 +96,25 @@ class Bookkeeping(L.Callback):
         self.progress.epoch(trainer.current_epoch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.curve.append(outputs["loss"])
-        self.progress.step()
+        losses = outputs["loss"]  # the step's loss, or one per step of a `ChunkedMLPModule`
+        self.curve.append(losses)
+        taken = losses.numel()
+        self.progress.step(taken)
+        if trainer.global_step == trainer.max_steps and self.epoch_cut(trainer.global_step):
+            # max_steps cut an epoch short inside its last iteration (several steps per
+            # iteration), which Lightning would validate as the epoch's end. As with one step
+            # per iteration, fit_lightning validates the final weights after fit instead.
+            trainer.check_val_every_n_epoch = sys.maxsize
         if self.every_n_steps:
-            step = trainer.global_step
-            # an epoch's last step is saved at the epoch's end, after validation
-            if step % self.every_n_steps == 0 and step % self.steps_per_epoch != 0:
+            step, n = trainer.global_step, self.every_n_steps
+            # A multiple of n reached in this iteration (its last step, with one step per
+            # iteration); an epoch's last step is saved at the epoch's end, after validation.
+            if step // n > (step - taken) // n and self.epoch_cut(step):
                 trainer.save_checkpoint(self.path, weights_only=False)
+
+    def epoch_cut(self, step: int) -> bool:
+        """Whether `step` falls inside an epoch rather than at its end."""
+        return step % self.steps_per_epoch != 0
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self.validated_at = trainer.global_step
@@ -153,8 +166,11 @@ def fit_lightning(
     `callbacks` are added after mlplab's own.
     """
     model = build_model(cfg)
-    module = MLPModule(model, cfg.data.task, cfg.data.get("num_classes"), optimizer_factory(cfg))
+    steps_per_iteration = cfg.steps_per_iteration
+    module_class = MLPModule if steps_per_iteration == 1 else ChunkedMLPModule
+    module = module_class(model, cfg.data.task, cfg.data.get("num_classes"), optimizer_factory(cfg))
     datamodule = build_datamodule(cfg)
+    datamodule.group(steps_per_iteration)
     datamodule.setup("fit")
     position = read_position(resume_from)
     datamodule.resume_at(position["epoch"], position["batch"])

@@ -42,9 +42,9 @@ class TrainingProgress:
     def epoch(self, epoch: int) -> None:
         self.progress.update(self.task, description=f"epoch {epoch}")
 
-    def step(self) -> None:
+    def step(self, steps: int = 1) -> None:
         if self.enabled:  # rich would still do its bookkeeping for a disabled bar
-            self.progress.advance(self.task)
+            self.progress.advance(self.task, steps)
 
     def stop(self) -> None:
         self.progress.stop()
