@@ -1,6 +1,6 @@
 """Speed of mlplab's training paths, measured side by side in one process.
 
-    python scripts/bench.py            # about 2 minutes on 2 cores
+    python scripts/bench.py            # about 3 minutes on 2 cores
     python scripts/bench.py --quick    # under a minute: fewer steps and repeats
 
 Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096

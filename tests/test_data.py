@@ -104,3 +104,24 @@ def test_loader_with_workers_yields_the_same_batches(make_cfg) -> None:
             loader.sampler.set_epoch(epoch)
         for (x0, y0), (x2, y2) in zip(*loaders, strict=True):
             assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize(("replicas", "resume_batch"), [(1, 0), (1, 2), (2, 0)])
+def test_grouped_loader_yields_the_same_batches_in_lists(make_cfg, workers, replicas, resume_batch):
+    """Several steps per iteration: lists of the very batches, in order, the last list shorter."""
+    single, grouped = (build_datamodule(make_cfg(f"data.num_workers={workers}")) for _ in "ab")
+    grouped.group(3)
+    for dm in (single, grouped):
+        dm.setup()
+        dm.shard(replicas, replicas - 1)
+        dm.resume_at(1, resume_batch)
+    batches, lists = list(single.train_dataloader()), list(grouped.train_dataloader())
+    steps = grouped.steps_per_epoch()
+    assert steps == single.steps_per_epoch() == len(single.train_dataloader())
+    assert len(grouped.train_dataloader()) == -(-steps // 3)
+    assert [len(item) for item in lists][:-1] == [3] * (len(lists) - 1)
+    flat = [batch for item in lists for batch in item]
+    assert len(flat) == len(batches) == steps - resume_batch
+    for (xa, ya), (xb, yb) in zip(batches, flat, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -47,6 +47,7 @@ BAD_INPUTS = [
     (["engine=raw", "trainer.precision=bf16-mixed"], "trainer.precision=bf16-mixed", 2),
     (["trainer.accelerator=tpu"], "trainer.accelerator=tpu", 2),
     (["checkpoint.every_n_steps=-1"], "checkpoint.every_n_steps=-1", 2),
+    (["steps_per_iteration=0"], "steps_per_iteration=0", 2),
     (["resume=no/such/run"], "resume=no/such/run", 2),
     (["optimizer=adma"], "optimizer=adma: there is no such option", 2),
     (["trainer.max_epoch=3"], "trainer.max_epoch", 1),  # Hydra: a new key needs "+"
