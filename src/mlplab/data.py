@@ -96,8 +96,7 @@ class TensorBatches(Dataset):
 
     One gather (`index_select`) per batch instead of one `__getitem__` per sample plus a
     collate: the data path then costs a few microseconds per batch, not a large share of a
-    training step.
-    A list of index tensors gives the list of their batches.
+    training step. A list of index tensors gives the list of their batches.
     """
 
     def __init__(self, x: Tensor, y: Tensor) -> None:

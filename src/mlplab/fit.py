@@ -100,7 +100,7 @@ class Bookkeeping(L.Callback):
         self.curve.append(losses)
         taken = losses.numel()
         self.progress.step(taken)
-        if trainer.global_step == trainer.max_steps and self.epoch_cut(trainer.global_step):
+        if trainer.global_step == trainer.max_steps and self.mid_epoch(trainer.global_step):
             # max_steps cut an epoch short inside its last iteration (several steps per
             # iteration), which Lightning would validate as the epoch's end. As with one step
             # per iteration, fit_lightning validates the final weights after fit instead.
@@ -109,10 +109,10 @@ class Bookkeeping(L.Callback):
             step, n = trainer.global_step, self.every_n_steps
             # A multiple of n reached in this iteration (its last step, with one step per
             # iteration); an epoch's last step is saved at the epoch's end, after validation.
-            if step // n > (step - taken) // n and self.epoch_cut(step):
+            if step // n > (step - taken) // n and self.mid_epoch(step):
                 trainer.save_checkpoint(self.path, weights_only=False)
 
-    def epoch_cut(self, step: int) -> bool:
+    def mid_epoch(self, step: int) -> bool:
         """Whether `step` falls inside an epoch rather than at its end."""
         return step % self.steps_per_epoch != 0
 
