@@ -11,8 +11,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mlplab.cli import CONFIG_DIR, checked_config, new_directory, unknown_options
-from mlplab.config import ConfigError, problems
+from mlplab.cli import (
+    CONFIG_DIR,
+    bad_values,
+    checked_config,
+    new_directory,
+    run,
+    unknown_options,
+)
+from mlplab.config import COMMON, ConfigError, problems
 
 from .conftest import ROOT, option_names
 
@@ -69,7 +76,7 @@ def train_in(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
 
 def refusal_in_process(arguments: list[str], output_dir: Path) -> str:
     """What mlplab refuses `arguments` with, checked in-process (the fast twin of the CLI)."""
-    if found := unknown_options(arguments):
+    if found := unknown_options(arguments) or bad_values(arguments):
         return "\n".join(found)
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -102,6 +109,66 @@ def refusals(
     return [
         (args, key, code, result, cwd)
         for (args, key, code, cwd), result in zip(cases, results, strict=True)
+    ]
+
+
+def full_check(arguments: list[str], output_dir: Path) -> list[str]:
+    """The problems the check of the composed config finds (what Hydra's callback runs)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*arguments, f"paths.output_dir={output_dir}"])
+    return problems(cfg)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [a for a, _, code in BAD_INPUTS if code == 2 and not unknown_options(a)],
+    ids=" ".join,
+)
+def test_values_refused_early_are_refused_by_the_full_check_in_the_same_words(
+    tmp_path, arguments
+) -> None:
+    early = bad_values(arguments)
+    assert set(early) <= set(full_check(arguments, tmp_path))
+    key = arguments[-1].split("=")[0]
+    if len(arguments) == 1 and key in COMMON and key != "resume":  # wrong in any config
+        assert early, "refused only after composing"
+
+
+def test_a_bad_value_of_a_known_key_is_refused_before_hydra_composes(monkeypatch) -> None:
+    assert bad_values(["model.hidden=0", "data.batch_size=abc", "optimizer=sgd"]) == [
+        "model.hidden=0 is not allowed: expected an integer ≥ 1",
+        "data.batch_size=abc is not allowed: expected an integer ≥ 1",
+    ]
+    monkeypatch.setattr("sys.argv", ["train.py", "model.hidden=0"])
+    monkeypatch.setattr("mlplab.cli.main", lambda: pytest.fail("Hydra was started"))
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["model.hidden=8", "trainer.precision=32", "seed=3"],  # good values
+        ["model.hidden=0,8", "-m"],  # a sweep: each job is checked when the sweep starts
+        ["model.hidden=${seed}"],  # an interpolation: only the composed config has its value
+        ["+model.hidden=0"],  # Hydra refuses adding a key that exists
+        ["resume=outputs/x", "model.hidden=0"],  # judged against the resumed run's config
+        ["model.hidden=0", "--cfg", "job"],  # --cfg shows the config asked for
+        ["model.hidden=[1"],  # bad syntax: Hydra says so
+        ["optimizer.momentum=-1"],  # not a key of every config (only some optimizers')
+    ],
+    ids=" ".join,
+)
+def test_early_check_leaves_alone_what_it_cannot_judge_alone(arguments) -> None:
+    assert bad_values(arguments) == []
+
+
+def test_precision_may_be_given_as_a_number(tmp_path) -> None:
+    assert full_check(["trainer.precision=32", "engine=raw"], tmp_path) == []
+    assert full_check(["trainer.precision=16"], tmp_path) == [
+        "trainer.precision=16 is not allowed: expected one of 32-true, 32, 64-true, "
+        "16-mixed, bf16-mixed, bf16-true"
     ]
 
 

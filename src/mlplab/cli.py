@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.config import ConfigError, problems, validate
+from mlplab.config import COMMON, ConfigError, problems, render, validate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 JOB_NAME_MAX = 120  # characters of the overrides kept in a sweep job's directory name
@@ -289,8 +289,46 @@ def print_help(arguments: Sequence[str]) -> None:
     print(HELP.format(groups="\n".join(lines), overrides=shown, config=config))
 
 
+def bad_values(arguments: Sequence[str]) -> list[str]:
+    """Plain `key=value` overrides whose value is wrong whatever else the config holds.
+
+    Hydra composes a run's config twice before mlplab's first callback sees it (~0.5 s
+    here), so a bad value is caught from the command line first, with the message the full
+    check (`mlplab.config.problems`) would give. Only keys every config has (`COMMON`) and
+    single values are checked; sweeps, interpolations, `+key`/`~key`, unparsable arguments
+    and resumed runs are left to the full check, which runs on every composed config anyway.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments):
+        return []  # --cfg, --info, …: Hydra shows what was asked, bad values included
+    candidates = [a for a in arguments if "=" in a]
+    if any(a.startswith("resume=") for a in candidates):
+        return []  # a resumed run's overrides are judged against its saved config
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except Exception:  # Hydra reports bad syntax in its own words
+        return []
+    found = []
+    for override in overrides:
+        key = override.key_or_group
+        if (
+            override.type != OverrideType.CHANGE
+            or override.package is not None
+            or override.is_sweep_override()
+            or key not in COMMON
+            or "${" in override.input_line
+        ):
+            continue
+        value = override.value()
+        if not COMMON[key].accepts(value):
+            found.append(f"{key}={render(value)} is not allowed: expected {COMMON[key].allowed}")
+    return found
+
+
 def run() -> None:
-    """`python train.py …`: answer --help, refuse unknown options at once, else run Hydra."""
+    """`python train.py …`: answer --help, refuse bad options and values at once, else run Hydra."""
     arguments = sys.argv[1:]
     with refuse_bad_config():
         if found := unknown_options(arguments):
@@ -298,6 +336,8 @@ def run() -> None:
         if "--help" in arguments or "-h" in arguments:
             print_help(arguments)
             return
+        if found := bad_values(arguments):
+            raise ConfigError("\n".join(found))
     main()
 
 

@@ -80,6 +80,11 @@ BETAS = Rule(
     "two numbers in [0, 1), e.g. [0.9, 0.999]",
 )
 TASKS = ("regression", "classification", "binary")
+PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true")
+# `trainer.precision=32` reaches the config as the int 32, which Lightning takes as "32".
+PRECISION = Rule(
+    lambda v: not isinstance(v, bool) and str(v) in PRECISIONS, "one of " + ", ".join(PRECISIONS)
+)
 
 COMMON = {
     "seed": integer(0, 2**32 - 1),
@@ -109,7 +114,7 @@ COMMON = {
     "trainer.devices": integer(1, also=("auto",)),
     "trainer.strategy": choice("auto", "ddp"),
     "trainer.num_nodes": integer(1),
-    "trainer.precision": choice("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true"),
+    "trainer.precision": PRECISION,
     "checkpoint.every_n_steps": integer(0),
 }
 DATA_BY_TASK = {"classification": {"data.num_classes": integer(2)}}
@@ -269,7 +274,7 @@ def cross_checks(values: dict[str, Any]) -> list[str]:
                 f"trainer.devices={values['trainer.devices']} is not allowed with engine=raw: "
                 "the raw loop trains on one device (use engine=lightning)"
             )
-        if values["trainer.precision"] not in ("32-true", "32"):
+        if str(values["trainer.precision"]) not in ("32-true", "32"):
             found.append(
                 f"trainer.precision={values['trainer.precision']} is not allowed with engine=raw: "
                 "the raw loop trains in float32 only (use engine=lightning)"
