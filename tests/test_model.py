@@ -33,3 +33,18 @@ def test_model_module_imports_no_lightning() -> None:
     code = "import sys, mlplab.model; print('lightning' in sys.modules or 'hydra' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_lightning_module_attributes_behave_as_on_any_nn_module() -> None:
+    # MLPModule sets Lightning's hook name with a shortcut; everything else must still
+    # register as nn.Module registers it.
+    from mlplab.module import MLPModule
+
+    module = MLPModule(MLP(2, 3, 1, nn.ReLU()), "regression", None, None)
+    module._current_fx_name = "training_step"
+    module.extra_layer = nn.Linear(2, 2)
+    module.scale = nn.Parameter(torch.ones(1))
+    assert module._current_fx_name == "training_step"
+    assert "extra_layer" in dict(module.named_children())
+    assert "scale" in dict(module.named_parameters())
+    assert "_current_fx_name" not in module._modules | module._parameters | module._buffers

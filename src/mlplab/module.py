@@ -27,6 +27,16 @@ class MLPModule(L.LightningModule):
         self.val_metrics = EpochMetrics(task, num_classes, prefix="val")
         self.test_metrics = EpochMetrics(task, num_classes, prefix="test")
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # Lightning sets `_current_fx_name` before and after every hook it calls, ~20 times
+        # per optimizer step. nn.Module.__setattr__ first looks for a parameter, buffer or
+        # submodule of that name (~2 µs each here); for this plain string it then does what
+        # object.__setattr__ does, so go there directly.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
