@@ -85,10 +85,11 @@ class ChunkedMLPModule(MLPModule):
 
     def training_step(self, batch: list[tuple[Tensor, Tensor]], batch_idx: int) -> dict:
         optimizer = self.optimizers()
+        trainer = self.trainer
+        if trainer.max_steps >= 0:  # trainer.max_steps may cut the list short (-1: no limit)
+            batch = batch[: trainer.max_steps - trainer.global_step]
         losses = []
         for x, y in batch:
-            if self.trainer.global_step == self.trainer.max_steps:  # max_steps=-1: never
-                break
             loss = self.loss_fn(self.model(x), y)
             self.manual_backward(loss)
             optimizer.step()
@@ -97,5 +98,5 @@ class ChunkedMLPModule(MLPModule):
         # Lightning steps its loggers' x-axis once per iteration (it will add the 1); keep it
         # counting optimizer steps, as with automatic optimization, so that val/* and test/*
         # are logged at trainer.global_step whatever the steps per iteration.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(losses) - 1
+        trainer.fit_loop.epoch_loop._batches_that_stepped += len(losses) - 1
         return {"loss": torch.stack(losses)}
