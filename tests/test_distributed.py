@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import ROOT
+from mlplab.build import build_datamodule, build_model, optimizer_factory
+from mlplab.tasks import loss_function
+
+from .conftest import ROOT, compose_config
 from .test_engines import scalars
 
 pytestmark = pytest.mark.slow
@@ -145,3 +151,67 @@ def test_processes_started_by_torchrun_leave_the_writing_to_rank_0(tmp_path) -> 
     assert summary["status"] == "completed"
     assert len(list((tmp_path / "run" / "tensorboard").glob("*.curve"))) == 1  # one writer
     assert [s for s, _ in scalars(tmp_path / "run")["train/loss"]] == list(range(summary["steps"]))
+
+
+# Targets with noise 6e18: their squares come near float32's largest number (3.4e38), so a
+# batch's MSE overflows to inf now and then; with 4 samples per process, one process's does
+# while the other's does not (checked below, by `first_non_finite_loss`).
+OVERFLOWING = ["data.noise=6e18", "data.batch_size=4", "data.num_samples=512"]
+
+
+def first_non_finite_loss(overrides: list[str], tmp_path: Path) -> tuple[int, list[bool]]:
+    """The first step at which a process's loss is not finite, and which processes' are,
+    found by a plain loop that trains two shards the way DDP does (on their mean loss)."""
+    cfg = compose_config(overrides, tmp_path)
+    shards = []
+    for rank in range(2):
+        datamodule = build_datamodule(cfg)
+        datamodule.shard(2, rank)
+        datamodule.setup("fit")
+        shards.append(datamodule.train_dataloader())
+    model, loss_fn = build_model(cfg), loss_function(cfg.data.task)
+    optimizer = optimizer_factory(cfg)(model.parameters())
+    step = 0
+    for epoch in range(cfg.trainer.max_epochs):
+        for loader in shards:
+            loader.sampler.set_epoch(epoch)
+        for batches in zip(*shards, strict=True):
+            losses = [loss_fn(model(x), y) for x, y in batches]
+            finite = [math.isfinite(loss.item()) for loss in losses]
+            if not all(finite):
+                return step, finite
+            (sum(losses) / 2).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+    raise AssertionError("no loss overflowed")
+
+
+@pytest.mark.parametrize("steps_per_iteration", [1, 16])
+def test_a_loss_overflowing_in_one_process_stops_every_process_at_that_step(
+    tmp_path, steps_per_iteration
+) -> None:
+    """Deciding alone, the process whose loss overflowed stopped while the other waited for
+    it in an all-reduce, forever (even SIGTERM could not end it): now every process stops."""
+    step, finite = first_non_finite_loss(OVERFLOWING, tmp_path)
+    assert sorted(finite) == [False, True]  # one process only: the case that used to hang
+    arguments = [*OVERFLOWING, f"steps_per_iteration={steps_per_iteration}", "accelerator=ddp_cpu"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *arguments, *QUIET, "hydra.run.dir=run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its DDP worker too, so a hang can be ended below
+    )
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 3, output  # diverged
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_at_step"] == step
+    curve = scalars(tmp_path / "run")["train/loss"]
+    assert [s for s, _ in curve] == list(range(step + 1))
+    assert all(math.isfinite(v) for _, v in curve[:-1]) and not math.isfinite(curve[-1][1])

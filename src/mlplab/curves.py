@@ -106,16 +106,24 @@ class LossCurve:
         self.loggers = [lg for lg in loggers if lg not in tensorboard]
         self.first_step = first_step
         self.flush_every = flush_every
-        # Data-parallel: turns each process's losses into the mean over processes (the loss
-        # of the global batch), once per flush rather than once per step.
-        self.reduce: Callable[[list[float]], Tensor] | None = None
+        # Data-parallel: turns this process's losses of an iteration's steps into their means
+        # over the processes (the losses of the global batches); see `append`.
+        self.reduce: Callable[[Tensor], Tensor] | None = None
         self.pending: list[float] = []
         self.written: list[float] = []
 
     def append(self, losses: Tensor) -> None:
         """Record the loss of the step just taken (a 0-d tensor), or of the steps just taken
-        (1-d, in order); raise `Diverged` at the first that is not finite."""
-        for value in losses.tolist() if losses.ndim else [losses.item()]:
+        (1-d, in order); raise `Diverged` at the first that is not finite.
+
+        Data-parallel, the losses are first averaged over the processes: every process then
+        records the same values and stops at the same step. (Deciding on its own losses, one
+        process would stop while the others wait for it in their next all-reduce, forever.)
+        """
+        losses = losses.detach().reshape(-1)
+        if self.reduce is not None:
+            losses = self.reduce(losses.clone())  # in place, on a copy
+        for value in losses.tolist():
             self.pending.append(value)
             if not math.isfinite(value):
                 step = self.first_step + len(self.written) + len(self.pending) - 1
@@ -135,7 +143,7 @@ class LossCurve:
         """Write the pending losses as `train/loss`."""
         if not self.pending:
             return
-        values = self.pending if self.reduce is None else self.reduce(self.pending).tolist()
+        values = self.pending
         first = self.first_step + len(self.written)
         for event_file in self.event_files:
             event_file.write("train/loss", first, values)

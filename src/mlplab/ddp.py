@@ -89,11 +89,16 @@ def workers(cfg: DictConfig, job_dir: Path, resume_from: Path | None) -> Iterato
 
 def worker(job_dir: Path, resume_from: Path | None) -> None:
     """One data-parallel worker (rank > 0): train the job's saved config, write nothing."""
+    from mlplab.cli import EXIT_CODES
+    from mlplab.curves import Diverged
     from mlplab.fit import fit_lightning
     from mlplab.train import CONFIG_FILE
 
     cfg = OmegaConf.load(job_dir / CONFIG_FILE)
-    fit_lightning(cfg, loggers=[], checkpoint_dir=job_dir / "checkpoints", resume_from=resume_from)
+    try:
+        fit_lightning(cfg, [], checkpoint_dir=job_dir / "checkpoints", resume_from=resume_from)
+    except Diverged:  # rank 0 stops at the same step and reports it
+        sys.exit(EXIT_CODES["diverged"])
 
 
 if __name__ == "__main__":

@@ -194,9 +194,7 @@ def fit_lightning(
         )
         if trainer.world_size > 1:
             datamodule.shard(trainer.world_size, trainer.global_rank)
-            curve.reduce = lambda values: trainer.strategy.reduce(
-                torch.tensor(values), reduce_op="mean"
-            )
+            curve.reduce = lambda losses: trainer.strategy.reduce(losses, reduce_op="mean")
             progress.enabled &= trainer.is_global_zero
         record.steps_per_epoch = datamodule.steps_per_epoch()
         progress.total(
