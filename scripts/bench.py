@@ -3,7 +3,7 @@
     python scripts/bench.py            # about 3 minutes on 2 cores
     python scripts/bench.py --quick    # under a minute: fewer steps and repeats
 
-Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
+Five training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
 (where the maths dominates), each measured round-robin with a warm-up epoch, repeated:
 
   raw      the textbook loop over pre-sliced batches: the limit
@@ -15,6 +15,9 @@ Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 2
            automatic optimization
   floor    a bare Lightning Trainer on the same model and batches: no logger, no bar, no
            checkpoints, no metrics, no self.log
+
+Then, at both sizes, mlplab's module alternates Lightning's manual-optimization step with
+the textbook step on one model, step by step: what Lightning's per-step calls cost.
 
 Every path validates after each epoch, as training does; steps/s count training time only:
 per-epoch bookkeeping (checkpoint, log flushes) included, validation passes excluded (each
@@ -45,6 +48,7 @@ from hydra import compose, initialize_config_dir
 from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.cli import CONFIG_DIR
 from mlplab.fit import fit_lightning, lightning_quiet
+from mlplab.module import ChunkedMLPModule
 from mlplab.reference import reference_step
 from mlplab.tasks import loss_function
 from mlplab.train import build_loggers
@@ -207,6 +211,59 @@ def bare_trainer(cfg, batches) -> float:
     return clock.steps / clock.seconds
 
 
+class StepProbe(ChunkedMLPModule):
+    """mlplab's module, alternating two ways to take a step on the same model and batches:
+    Lightning's manual optimization (`manual_backward`, the wrapped optimizer's `step` and
+    `zero_grad`, with the hooks they call) and the textbook calls on the bare optimizer.
+    Timed one step at a time, side by side: what Lightning's per-step calls cost."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(build_model(cfg), cfg.data.task, None, optimizer_factory(cfg))
+        self.seconds: dict[str, list[float]] = {"lightning": [], "textbook": []}
+
+    def training_step(self, batch, batch_idx):
+        wrapped = self.optimizers()
+        for i, (x, y) in enumerate(batch):
+            lightning = (i + batch_idx) % 2 == 0
+            started = time.perf_counter()
+            loss = self.loss_fn(self.model(x), y)
+            if lightning:
+                self.manual_backward(loss)
+                wrapped.step()
+                wrapped.zero_grad()
+            else:
+                loss.backward()
+                wrapped.optimizer.step()
+                wrapped.optimizer.zero_grad()
+            self.seconds["lightning" if lightning else "textbook"].append(
+                time.perf_counter() - started
+            )
+
+
+def step_overhead(size: str, steps_per_epoch: int, epochs: int) -> tuple[float, float]:
+    """Median µs that Lightning's calls add to an optimizer step, and a textbook step's µs."""
+    hidden, batch = SIZES[size]
+    with tempfile.TemporaryDirectory() as out, lightning_quiet():
+        cfg = bench_config(hidden, batch, steps_per_epoch, epochs, Path(out))
+        datamodule = build_datamodule(cfg)
+        datamodule.group(cfg.steps_per_iteration)
+        datamodule.setup("fit")
+        probe = StepProbe(cfg)
+        L.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            default_root_dir=out,
+        ).fit(probe, datamodule.train_dataloader(), datamodule.val_dataloader())
+    lightning, textbook = (statistics.median(probe.seconds[k]) for k in ("lightning", "textbook"))
+    return 1e6 * (lightning - textbook), 1e6 * textbook
+
+
 PATHS = {
     "raw": raw_presliced,
     "loader": raw_loader,
@@ -286,6 +343,14 @@ def main() -> None:
         summary[f"floor_vs_raw_{size}"] = ratio(results, "floor", "raw")
         summary[f"classic_vs_raw_{size}"] = ratio(results, "classic", "raw")
         summary[f"classic_vs_floor_{size}"] = ratio(results, "classic", "floor")
+    print()
+    for size, (steps, _) in plan.items():
+        added, step = step_overhead(size, steps, 2 if args.quick else 4)
+        summary[f"step_overhead_us_{size}"] = added
+        print(
+            f"{'/'.join(map(str, SIZES[size]))}: Lightning's calls add {added:.0f} µs to a "
+            f"{step:.0f} µs optimizer step ({added / step:.1%}), alternating with textbook steps"
+        )
     process_repeats = 3 if args.quick else 5
     summary["help_s"] = process_seconds(["--help"], process_repeats)
     summary["cfg_s"] = process_seconds(["--cfg", "job"], process_repeats)
