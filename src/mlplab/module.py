@@ -74,7 +74,7 @@ class ChunkedMLPModule(MLPModule):
     optimization: `manual_backward` and the wrapped optimizer still apply the precision
     plugin and, under DDP, the gradient all-reduce. Same batches, same kernels, same order:
     the weights are bit-equal to one step per iteration. What it saves is Lightning's fixed
-    cost per iteration (its loop, hooks and batch transfer, ~0.6 ms on a 2-core CPU), paid
+    cost per iteration (its loop, hooks and batch transfer, ~0.8 ms on a 2-core CPU), paid
     once per list. What it costs: a callback's `on_train_batch_end` sees one call per list
     (mlplab's own bookkeeping reads every step's loss from `outputs["loss"]`, one per step).
     """
