@@ -15,6 +15,7 @@ from mlplab.cli import (
     CONFIG_DIR,
     bad_values,
     checked_config,
+    missing_plugins,
     new_directory,
     run,
     unknown_options,
@@ -162,6 +163,18 @@ def test_a_bad_value_of_a_known_key_is_refused_before_hydra_composes(monkeypatch
 )
 def test_early_check_leaves_alone_what_it_cannot_judge_alone(arguments) -> None:
     assert bad_values(arguments) == []
+
+
+def test_a_search_without_its_plugin_is_refused_with_the_command_that_installs_it(
+    monkeypatch,
+) -> None:
+    arguments = ["hparams_search=optuna", "-m"]
+    assert missing_plugins(arguments) == []  # the test environment has the optuna extra
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
+    assert missing_plugins(arguments) == [
+        "hparams_search=optuna: Hydra's plugin for it is not installed here; install it with "
+        ".venv/bin/pip install -e '.[optuna]' (`make test` installs it too)"
+    ]
 
 
 def test_precision_may_be_given_as_a_number(tmp_path) -> None:

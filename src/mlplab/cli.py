@@ -289,6 +289,28 @@ def print_help(arguments: Sequence[str]) -> None:
     print(HELP.format(groups="\n".join(lines), overrides=shown, config=config))
 
 
+# Options that need a Hydra plugin from an extra: (argument, plugin module, extra).
+PLUGINS = [
+    ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("hydra/sweeper=optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
+]
+
+
+def missing_plugins(arguments: Sequence[str]) -> list[str]:
+    """Options asked for whose Hydra plugin is not installed, with the command that installs it.
+
+    Hydra would say it cannot find the option, listing its config search path.
+    """
+    import importlib.util
+
+    return [
+        f"{argument}: Hydra's plugin for it is not installed here; install it with "
+        f".venv/bin/pip install -e '.[{extra}]' (`make test` installs it too)"
+        for argument, module, extra in PLUGINS
+        if argument in arguments and importlib.util.find_spec(module) is None
+    ]
+
+
 def bad_values(arguments: Sequence[str]) -> list[str]:
     """Plain `key=value` overrides whose value is wrong whatever else the config holds.
 
@@ -331,7 +353,7 @@ def run() -> None:
     """`python train.py …`: answer --help, refuse bad options and values at once, else run Hydra."""
     arguments = sys.argv[1:]
     with refuse_bad_config():
-        if found := unknown_options(arguments):
+        if found := unknown_options(arguments) + missing_plugins(arguments):
             raise ConfigError("\n".join(found))
         if "--help" in arguments or "-h" in arguments:
             print_help(arguments)
