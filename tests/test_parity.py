@@ -1,12 +1,14 @@
 """The Lightning engine trains exactly like the textbook loop: same losses, same weights.
 
 Both engines build model, optimizer, loss and batches from the same functions; this file
-holds them to it, bit for bit, for every optimizer × activation × task. Then it shows the
+holds them to it, bit for bit, for every optimizer × activation × task (the fast run covers
+each pair of optimizer and activation, and each task; CI runs them all). Then it shows the
 comparison has teeth: a loop that forgets `zero_grad`, or reshuffles wrongly, is caught.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -48,9 +50,26 @@ def test_tiny_run_covers_a_partial_batch_and_a_second_shuffled_epoch(make_cfg) -
     assert make_cfg().trainer.max_steps > TINY_STEPS_PER_EPOCH
 
 
-@pytest.mark.parametrize("task", option_names("data"))
-@pytest.mark.parametrize("activation", option_names("activation"))
-@pytest.mark.parametrize("optimizer", option_names("optimizer"))
+def every_optimizer_activation_and_task() -> list:
+    """Every optimizer × activation × task. The default (fast) run takes the ones where each
+    optimizer meets each activation, the tasks taking turns; the rest run with the slow tests,
+    in CI."""
+    pairs = itertools.product(option_names("optimizer"), option_names("activation"))
+    tasks = option_names("data")
+    return [
+        pytest.param(
+            optimizer,
+            activation,
+            task,
+            marks=() if t == i % len(tasks) else pytest.mark.slow,
+            id=f"{optimizer}-{activation}-{task}",
+        )
+        for i, (optimizer, activation) in enumerate(pairs)
+        for t, task in enumerate(tasks)
+    ]
+
+
+@pytest.mark.parametrize(("optimizer", "activation", "task"), every_optimizer_activation_and_task())
 def test_lightning_equals_reference_loop(make_cfg, tmp_path, optimizer, activation, task) -> None:
     cfg = make_cfg(f"optimizer={optimizer}", f"activation={activation}", f"data={task}", *FAST)
     assert state_dicts_equal(build_model(cfg), build_model(cfg))  # same starting point

@@ -129,7 +129,8 @@ def test_values_refused_early_are_refused_by_the_full_check_in_the_same_words(
     tmp_path, arguments
 ) -> None:
     early = bad_values(arguments)
-    assert set(early) <= set(full_check(arguments, tmp_path))
+    if early:
+        assert set(early) <= set(full_check(arguments, tmp_path))
     key = arguments[-1].split("=")[0]
     if len(arguments) == 1 and key in COMMON and key != "resume":  # wrong in any config
         assert early, "refused only after composing"
