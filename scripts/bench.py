@@ -191,20 +191,26 @@ class Bare(L.LightningModule):
         return self.optimizer_factory(self.model.parameters())
 
 
+def lean_trainer(max_epochs: int, out: str, **options) -> L.Trainer:
+    """A Trainer on one CPU with nothing switched on: no logger, bar, checkpoints or summary."""
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+        **options,
+    )
+
+
 def bare_trainer(cfg, batches) -> float:
     clock = TrainingClock()
     with tempfile.TemporaryDirectory() as out, lightning_quiet():
-        trainer = L.Trainer(
-            max_epochs=cfg.trainer.max_epochs,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=[clock],
-            default_root_dir=out,
+        trainer = lean_trainer(
+            cfg.trainer.max_epochs, out, num_sanity_val_steps=0, callbacks=[clock]
         )
         train, val = batches
         trainer.fit(Bare(cfg), train_dataloaders=Presliced(train), val_dataloaders=Presliced(val))
@@ -249,17 +255,9 @@ def step_overhead(size: str, steps_per_epoch: int, epochs: int) -> tuple[float, 
         datamodule.group(cfg.steps_per_iteration)
         datamodule.setup("fit")
         probe = StepProbe(cfg)
-        L.Trainer(
-            max_epochs=epochs,
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            default_root_dir=out,
-        ).fit(probe, datamodule.train_dataloader(), datamodule.val_dataloader())
+        lean_trainer(epochs, out, limit_val_batches=0).fit(
+            probe, datamodule.train_dataloader(), datamodule.val_dataloader()
+        )
     lightning, textbook = (statistics.median(probe.seconds[k]) for k in ("lightning", "textbook"))
     return 1e6 * (lightning - textbook), 1e6 * textbook
 
