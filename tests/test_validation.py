@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from mlplab.cli import (
     CONFIG_DIR,
@@ -22,7 +21,7 @@ from mlplab.cli import (
 )
 from mlplab.config import COMMON, ConfigError, problems
 
-from .conftest import ROOT, option_names
+from .conftest import ROOT, compose_config, option_names
 
 # (overrides, what the message must name, exit code): 2 is mlplab's refusal, 1 Hydra's own.
 BAD_INPUTS = [
@@ -80,9 +79,7 @@ def refusal_in_process(arguments: list[str], output_dir: Path) -> str:
     if found := unknown_options(arguments) or bad_values(arguments):
         return "\n".join(found)
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*arguments, f"paths.output_dir={output_dir}"])
-        checked_config(cfg, arguments)
+        checked_config(compose_config(arguments, output_dir), arguments)
     except ConfigError as error:
         return str(error)
     except Exception as error:  # Hydra's own refusals (e.g. a new key without "+")
@@ -115,9 +112,7 @@ def refusals(
 
 def full_check(arguments: list[str], output_dir: Path) -> list[str]:
     """The problems the check of the composed config finds (what Hydra's callback runs)."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*arguments, f"paths.output_dir={output_dir}"])
-    return problems(cfg)
+    return problems(compose_config(arguments, output_dir))
 
 
 @pytest.mark.parametrize(
@@ -238,8 +233,7 @@ def test_sweep_params_of_an_experiment_are_checked_too(tmp_path) -> None:
 )
 def test_every_shipped_option_passes_the_check(tmp_path, group) -> None:
     for option in option_names(group):
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[f"{group}={option}", f"paths.output_dir={tmp_path}"])
+        cfg = compose_config([f"{group}={option}"], tmp_path)
         assert problems(cfg) == [], f"{group}={option}"
 
 
