@@ -12,7 +12,7 @@ ARGS ?=
 
 # What training needs. The tests' extras come on top (.installed-dev); training does not get
 # them for nothing: the optuna extra brings scipy, which torchmetrics then imports into every
-# job (~1.5 s of its start-up here).
+# job (the default job took 12-13 s with it, 8-10 s without, on the 2-core CI machine).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)"
