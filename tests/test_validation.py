@@ -76,7 +76,7 @@ def train_in(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
 
 def refusal_in_process(arguments: list[str], output_dir: Path) -> str:
     """What mlplab refuses `arguments` with, checked in-process (the fast twin of the CLI)."""
-    if found := unknown_options(arguments) or bad_values(arguments):
+    if found := unknown_options(arguments) + missing_plugins(arguments) or bad_values(arguments):
         return "\n".join(found)
     try:
         checked_config(compose_config(arguments, output_dir), arguments)
