@@ -20,6 +20,7 @@ TINY = [
     "data.batch_size=16",
     "model.hidden=8",
     "trainer.max_steps=12",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
 ]
 TINY_STEPS_PER_EPOCH = 8

@@ -80,6 +80,7 @@ def sweep(tmp_path_factory) -> Path:
         "optimizer=sgd,adam",
         "activation=relu,tanh,gelu",
         "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
         f"hydra.sweep.dir={sweep_dir}",
         "-m",
     )
@@ -100,9 +101,11 @@ def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
     combos = set()
     for job in jobs:
         summary = check_job(job)
-        optimizer, activation, _ = summary["overrides"]
+        optimizer, activation, *_ = summary["overrides"]
         combos.add((optimizer, activation))
-        assert job.name.endswith(f"{optimizer},{activation},trainer.max_epochs=2")
+        assert job.name.endswith(
+            f"{optimizer},{activation},trainer.max_epochs=2,trainer.log_every_n_steps=1"
+        )
         steps = runs[f"{job.name}/tensorboard"]
         # one job per run: each step logged exactly once, as many as the job took
         assert steps["train/loss"] == list(range(summary["steps"]))
@@ -238,6 +241,7 @@ def test_homework_experiment_is_one_command(tmp_path) -> None:
     output = run_train(
         "experiment=homework",
         "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
         "data.num_samples=400",
         f"hydra.sweep.dir={tmp_path}",
         "-m",
@@ -256,6 +260,7 @@ def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path) -> None:
     run_train(
         "optimizer=sgd,adam",
         "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
         "data.num_samples=400",
         "hydra/launcher=joblib",
         f"hydra.sweep.dir={tmp_path}",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlplab.build import build_datamodule
-from mlplab.data import EpochBatchSampler, make_regression_data, make_spiral_data
+from mlplab.data import EpochBatchSampler, EpochOrder, make_regression_data, make_spiral_data
 
 
 def generator(seed: int) -> torch.Generator:
@@ -70,13 +70,13 @@ def test_datamodule_splits_without_overlap(make_cfg, task, target_dtype, target_
 def test_only_the_training_loader_shuffles(make_cfg) -> None:
     dm = build_datamodule(make_cfg())
     dm.setup()
-    assert dm.train_dataloader().sampler.shuffle
+    assert dm.train_dataloader().batch_sampler.sampler.shuffle
     for loader in (dm.val_dataloader(), dm.test_dataloader()):
-        assert torch.equal(torch.cat(list(loader.sampler)), torch.arange(40))
+        assert torch.equal(torch.cat(list(loader.batch_sampler)), torch.arange(40))
 
 
 def test_each_epoch_visits_every_sample_once_in_a_new_order() -> None:
-    sampler = EpochBatchSampler(num_samples=50, batch_size=16, shuffle=True, seed=3)
+    sampler = EpochBatchSampler(EpochOrder(num_samples=50, shuffle=True, seed=3), batch_size=16)
     orders = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
@@ -89,8 +89,7 @@ def test_each_epoch_visits_every_sample_once_in_a_new_order() -> None:
     assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
     sampler.set_epoch(1)  # an epoch's order depends on (seed, epoch) alone
     assert torch.equal(torch.cat(list(sampler)), orders[1])
-    other_seed = EpochBatchSampler(50, 16, True, seed=4)
-    assert not torch.equal(other_seed.order(), orders[0])
+    assert not torch.equal(EpochOrder(50, True, seed=4).order(), orders[0])
 
 
 def test_loader_with_workers_yields_the_same_batches(make_cfg) -> None:
@@ -101,27 +100,36 @@ def test_loader_with_workers_yields_the_same_batches(make_cfg) -> None:
     loaders = [dm0.train_dataloader(), dm2.train_dataloader()]
     for epoch in (0, 1):
         for loader in loaders:
-            loader.sampler.set_epoch(epoch)
+            loader.batch_sampler.set_epoch(epoch)
         for (x0, y0), (x2, y2) in zip(*loaders, strict=True):
             assert torch.equal(x0, x2) and torch.equal(y0, y2)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize(("replicas", "resume_batch"), [(1, 0), (1, 2), (2, 0)])
-def test_grouped_loader_yields_the_same_batches_in_lists(make_cfg, workers, replicas, resume_batch):
-    """Several steps per iteration: lists of the very batches, in order, the last list shorter."""
-    single, grouped = (build_datamodule(make_cfg(f"data.num_workers={workers}")) for _ in "ab")
-    grouped.group(3)
-    for dm in (single, grouped):
-        dm.setup()
-        dm.shard(replicas, replicas - 1)
-        dm.resume_at(1, resume_batch)
-    batches, lists = list(single.train_dataloader()), list(grouped.train_dataloader())
-    steps = grouped.steps_per_epoch()
-    assert steps == single.steps_per_epoch() == len(single.train_dataloader())
-    assert len(grouped.train_dataloader()) == -(-steps // 3)
-    assert [len(item) for item in lists][:-1] == [3] * (len(lists) - 1)
-    flat = [batch for item in lists for batch in item]
-    assert len(flat) == len(batches) == steps - resume_batch
-    for (xa, ya), (xb, yb) in zip(batches, flat, strict=True):
+@pytest.mark.parametrize(("replicas", "served"), [(1, 0), (1, 2), (2, 0), (2, 3)])
+def test_loader_resumes_after_the_batches_its_state_says_were_served(
+    make_cfg, workers, replicas, served
+):
+    """What Lightning saves of the loader mid-epoch (`state_dict`) brings a fresh loader back
+    to the very next batch of the same epoch, and the following epochs are whole."""
+    dm = build_datamodule(make_cfg(f"data.num_workers={workers}"))
+    dm.setup()
+    straight = dm.loader("train", shuffle=True, replicas=replicas, rank=replicas - 1)
+    straight.batch_sampler.set_epoch(1)
+    iterator = iter(straight)
+    for _ in range(served):
+        next(iterator)
+    state = straight.state_dict()
+    assert state == {"epoch": 1, "batches_served": served}
+    rest = list(iterator)
+
+    resumed = dm.loader("train", shuffle=True, replicas=replicas, rank=replicas - 1)
+    resumed.load_state_dict(state)
+    again = list(resumed)
+    assert len(again) == len(rest) == len(straight) - served
+    for (xa, ya), (xb, yb) in zip(rest, again, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert resumed.state_dict() == {"epoch": 1, "batches_served": len(straight)}
+    resumed.batch_sampler.set_epoch(2)
+    straight.batch_sampler.set_epoch(2)
+    assert len(list(resumed)) == len(straight)  # the next epoch starts from its beginning

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlplab.curves import Diverged
+from mlplab.fit import Diverged
 from mlplab.train import train
 
 from .conftest import ROOT
@@ -41,7 +41,7 @@ def test_a_failing_job_records_its_error_and_traceback(make_cfg, tmp_path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("something broke")
 
-    monkeypatch.setattr("mlplab.train.ENGINES", {"lightning": broken})
+    monkeypatch.setattr("mlplab.train.fit_lightning", broken)
     with pytest.raises(RuntimeError):
         train(make_cfg())
     summary = json.loads((tmp_path / "job" / "metrics.json").read_text())
@@ -64,6 +64,7 @@ def run_train(cwd: Path, *arguments: str, bug: bool = False) -> subprocess.Compl
 
 QUICK = [
     "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
     "data.num_samples=500",
     "extras.print_config=false",
     "trainer.enable_progress_bar=false",
@@ -114,6 +115,7 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path) -> None
         "optimizer=sgd",
         *QUICK,
         "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
         "hydra.sweep.dir=${mlplab.new_dir:outputs/sweeps/same-second}",
         "-m",
     ]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlplab.fit import fit_lightning
-from mlplab.reference import fit_reference
+from mlplab.fit import fit_lightning, fit_raw
 from mlplab.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -25,11 +24,10 @@ def test_training_on_the_gpu_completes_in_each_precision(make_cfg, precision) ->
     assert metrics["val/loss"] == metrics["val/loss"]  # not NaN
 
 
-def test_lightning_matches_the_raw_loop_on_the_gpu(make_cfg, tmp_path) -> None:
+def test_lightning_matches_the_raw_loop_on_the_gpu(make_cfg) -> None:
     """Same kernels on both sides; CUDA may pick other algorithms run to run, so to 1e-5."""
     cfg = make_cfg("accelerator=gpu", "logger=none", "trainer.enable_checkpointing=false")
-    lightning = fit_lightning(cfg, [], tmp_path / "l")
-    raw = fit_reference(cfg, [], tmp_path / "r")
+    lightning, raw = fit_lightning(cfg, []), fit_raw(cfg, [])
     torch.testing.assert_close(lightning.step_losses, raw.step_losses, rtol=1e-5, atol=1e-6)
     for (name, a), b in zip(
         lightning.model.state_dict().items(), raw.model.state_dict().values(), strict=True

@@ -37,6 +37,7 @@ def sweep(tmp_path_factory) -> Path:
                     "data.num_samples=300",
                     "model.hidden=8",
                     "trainer.max_epochs=3",
+                    "trainer.log_every_n_steps=1",
                     "trainer.enable_progress_bar=false",
                     f"paths.output_dir='{root / name}'",
                 ],

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlplab.curves import LossCurve
+from mlplab.build import build_model
+from mlplab.fit import TrainingRecord
 from mlplab.train import train
 
 from .test_engines import scalars
@@ -23,8 +24,10 @@ RESUMABLE = [
     "data.batch_size=16",
     "model.hidden=8",
     "trainer.max_epochs=4",
-    "trainer.max_steps=-1",
-    "checkpoint.every_n_steps=5",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "callbacks=[default,step_checkpoint]",
+    "callbacks.step_checkpoint.every_n_train_steps=5",
 ]
 
 
@@ -32,23 +35,16 @@ class Crash(RuntimeError):
     """Stands in for a crash."""
 
 
-def crash_at(monkeypatch, step: int) -> list[int]:
-    """Make training raise `Crash` right after recording the loss of `step`.
+def crash_at(monkeypatch, step: int) -> None:
+    """Make training raise `Crash` right after optimizer step `step` (counting from 1)."""
+    original = TrainingRecord.on_train_batch_end
 
-    With several steps per iteration the losses arrive a list at a time: it crashes after
-    the list that holds `step`. Returns a list that then holds the last step recorded.
-    """
-    original, crashed = LossCurve.append, []
+    def on_train_batch_end(self, trainer, *args) -> None:
+        original(self, trainer, *args)
+        if trainer.global_step == step:
+            raise Crash(f"crash at step {step}")
 
-    def append(self, losses):
-        original(self, losses)
-        last = self.first_step + len(self.written) + len(self.pending) - 1
-        if last >= step and not crashed:
-            crashed.append(last)
-            raise Crash(f"crash at step {last}")
-
-    monkeypatch.setattr(LossCurve, "append", append)
-    return crashed
+    monkeypatch.setattr(TrainingRecord, "on_train_batch_end", on_train_batch_end)
 
 
 def run_state(run: Path) -> tuple[dict, dict, dict]:
@@ -65,65 +61,77 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-ENGINES = {
-    "lightning": ["engine=lightning", "steps_per_iteration=1"],
-    # 12 batches an epoch in iterations of 5, 5, 2: checkpoints every 5 steps land at the
-    # end of the iteration that reaches a multiple of 5 (steps 5, 10, 17, 22, …).
-    "lightning-5-per-iteration": ["engine=lightning", "steps_per_iteration=5"],
-    "raw": ["engine=raw"],
-}
-
-
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
-    ("crash", "workers"),
-    [(17, 0), (24, 0), (30, 0), (17, 2), (2, 0)],
+    ("crash", "extra"),
+    [
+        (17, []),
+        (24, []),
+        (30, []),
+        (17, ["data.num_workers=2"]),
+        (2, []),
+        (26, ["callbacks.step_checkpoint.every_n_train_steps=12"]),
+        (20, ["scheduler=onecycle", "optimizer=sgd"]),
+        (20, ["trainer.accumulate_grad_batches=2", "trainer.max_epochs=6"]),
+    ],
     ids=[
         "mid-epoch",
         "right-after-epoch-end",
         "after-mid-epoch-checkpoint",
         "with-workers",
         "before-any-checkpoint",
+        "step-checkpoint-at-epoch-end",
+        "with-a-scheduler",
+        "accumulating",
     ],
 )
-def test_resumed_run_equals_uninterrupted_run(
-    make_cfg, tmp_path, monkeypatch, engine, crash, workers
-):
-    overrides = [
-        *RESUMABLE,
-        *ENGINES[engine],
-        f"data.num_workers={workers}",
-        "data=classification",
-    ]
+def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path, monkeypatch, crash, extra):
+    overrides = [*RESUMABLE, "data=classification", *extra]
     train(make_cfg(*overrides, tiny=False, name="straight"))
 
     cfg = make_cfg(*overrides, tiny=False, name="resumed")
     with monkeypatch.context() as patch:
-        crashed = crash_at(patch, crash)
+        crash_at(patch, crash)
         with pytest.raises(Crash):
             train(cfg, overrides=overrides)
     stopped = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert stopped["status"] == "failed" and "crash at step" in stopped["error"]
-    logged = [step for step, _ in scalars(tmp_path / "resumed").get("train/loss", [])]
-    assert max(logged, default=-1) <= crashed[0]  # nothing beyond the crash reached the log...
 
     train(cfg, overrides=overrides, resume=True)
-    assert_same_run(tmp_path / "straight", tmp_path / "resumed")  # ...nor twice after it
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["overrides"] == overrides
 
 
-def test_every_checkpoint_loads_with_weights_only_and_records_its_position(make_cfg, tmp_path):
+def test_a_completed_run_trained_further_equals_one_trained_that_long(make_cfg, tmp_path):
+    train(make_cfg(*RESUMABLE, tiny=False, name="straight"))
+    short = make_cfg(*RESUMABLE, "trainer.max_epochs=2", tiny=False, name="continued")
+    train(short)
+    assert json.loads((tmp_path / "continued" / "metrics.json").read_text())["steps"] == 24
+    longer = make_cfg(*RESUMABLE, "trainer.max_epochs=4", tiny=False, name="continued")
+    train(longer, resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "continued")
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(make_cfg, tmp_path):
+    train(make_cfg(*RESUMABLE, "trainer.max_epochs=1", tiny=False, name="first"))
+    checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    trained = torch.load(checkpoint, weights_only=True)["state_dict"]
+    cfg = make_cfg(*RESUMABLE, f"init_from={checkpoint}", tiny=False, name="second")
+    start = build_model(cfg).state_dict()
+    assert all(torch.equal(start[k], trained[f"model.{k}"]) for k in start)
+    assert not all(
+        torch.equal(v, build_model(make_cfg()).state_dict()[k]) for k, v in start.items()
+    )
+    train(cfg)
+    summary = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 48  # a new run: from step 0
+
+
+def test_every_checkpoint_loads_with_weights_only_and_records_what_resume_needs(make_cfg, tmp_path):
     train(make_cfg(*RESUMABLE, "trainer.max_epochs=1", tiny=False))
     checkpoint = torch.load(tmp_path / "job" / "checkpoints" / "last.ckpt", weights_only=True)
-    position = checkpoint["mlplab"]["position"]
-    assert position == {
-        "step": 12,
-        "epoch": 1,
-        "batch": 0,
-        "steps_per_epoch": 12,
-        "validated": True,
-        "last_loss": position["last_loss"],
-    }
-    assert set(checkpoint["mlplab"]["rng"]) >= {"torch", "python"}
-    assert any(name.startswith("tensorboard/events") for name in checkpoint["mlplab"]["logs"])
+    assert checkpoint["global_step"] == 12
+    (rng,) = [state for key, state in checkpoint["callbacks"].items() if "ExactResume" in key]
+    assert set(rng["rng"]) >= {"torch", "python"}
+    loader = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader == [{"epoch": 0, "batches_served": 12}]
     assert not list((tmp_path / "job" / "checkpoints").glob(".*"))  # no temporary left behind

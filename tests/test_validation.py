@@ -19,7 +19,8 @@ from mlplab.cli import (
     run,
     unknown_options,
 )
-from mlplab.config import COMMON, ConfigError, problems
+from mlplab.config import COMMON, MANAGED, RAW_HONOURS, ConfigError, problems, render
+from mlplab.trainer_arguments import TRAINER_DEFAULTS
 
 from .conftest import ROOT, compose_config, option_names
 
@@ -29,12 +30,16 @@ BAD_INPUTS = [
     (["model.hidden=abc"], "model.hidden=abc", 2),
     (["model.hidden=3.5"], "model.hidden=3.5", 2),
     (["model.num_hidden_layers=0"], "model.num_hidden_layers=0", 2),
-    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
+    (["trainer.max_epochs=-2"], "trainer.max_epochs=-2", 2),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0", 2),
     (["trainer.max_steps=0"], "trainer.max_steps=0", 2),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1", 2),
+    (["trainer.gradient_clip_algorithm=clip"], "trainer.gradient_clip_algorithm=clip", 2),
+    (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0", 2),
     (["data.batch_size=0"], "data.batch_size=0", 2),
     (["data.num_samples=-5"], "data.num_samples=-5", 2),
     (["data.noise=-1"], "data.noise=-1", 2),
+    (["data.noise=inf"], "data.noise=inf", 2),
     (["data.num_workers=-2"], "data.num_workers=-2", 2),
     (["data.val_fraction=1.5"], "data.val_fraction=1.5", 2),
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "data.val_fraction=0.5", 2),
@@ -43,19 +48,47 @@ BAD_INPUTS = [
     (["+data.num_classes=3"], "data.num_classes", 2),  # regression has no classes
     (["optimizer.lr=-1"], "optimizer.lr=-1", 2),
     (["optimizer.lr=0"], "optimizer.lr=0", 2),
+    (["optimizer.lr=inf"], "optimizer.lr=inf", 2),
+    (["optimizer=rmsprop", "optimizer.alpha=nan"], "optimizer.alpha=nan", 2),
     (["optimizer.eps=0"], "optimizer.eps=0", 2),
     (["optimizer.betas=[0.9,1.5]"], "optimizer.betas", 2),
     (["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum=-0.5", 2),
     (["optimizer=sgd", "optimizer.nesterov=true"], "optimizer.nesterov", 2),
+    (["optimizer=sgd", "+optimizer.betas=[0.9,0.99]"], "SGD takes lr, momentum", 2),
+    (["optimizer._target_=torch.optim.NoSuch"], "optimizer._target_=torch.optim.NoSuch", 2),
+    (["optimizer._partial_=false"], "optimizer._partial_=false", 2),
     (["+activation.negative_slope=0.1"], "activation.negative_slope", 2),  # relu has none
     (["+trainer.max_epoch=3"], "did you mean trainer.max_epochs?", 2),
+    (["+trainer.not_an_argument=1"], "unknown key trainer.not_an_argument", 2),
+    (["+trainer.logger=x"], "trainer.logger=x is set by mlplab", 2),
+    (
+        ["callbacks=early_stopping", "+callbacks.early_stopping.patiense=5"],
+        "did you mean callbacks.early_stopping.patience?",
+        2,
+    ),
+    (
+        ["scheduler=step", "+scheduler.scheduler.step_sise=3"],
+        "did you mean scheduler.scheduler.step_size?",
+        2,
+    ),
+    (["scheduler=step", "scheduler.interval=batch"], "scheduler.interval=batch", 2),
     (["seed=-1"], "seed=-1", 2),
     (["engine=jax"], "engine=jax", 2),
     (["engine=raw", "trainer.precision=bf16-mixed"], "trainer.precision=bf16-mixed", 2),
+    (
+        ["engine=raw", "trainer.limit_train_batches=0.5"],
+        "trainer.limit_train_batches=0.5 is not honoured by engine=raw",
+        2,
+    ),
+    (["engine=raw", "trainer.max_epochs=-1"], "trainer.max_epochs=-1", 2),
+    (
+        ["callbacks=early_stopping", "engine=raw"],
+        "callbacks.early_stopping: engine=raw runs no Lightning callbacks",
+        2,
+    ),
     (["trainer.accelerator=tpu"], "trainer.accelerator=tpu", 2),
-    (["checkpoint.every_n_steps=-1"], "checkpoint.every_n_steps=-1", 2),
-    (["steps_per_iteration=0"], "steps_per_iteration=0", 2),
     (["resume=no/such/run"], "resume=no/such/run", 2),
+    (["init_from=no/such.ckpt"], "init_from=no/such.ckpt: no such checkpoint file", 2),
     (["optimizer=adma"], "optimizer=adma: there is no such option", 2),
     (["trainer.max_epoch=3"], "trainer.max_epoch", 1),  # Hydra: a new key needs "+"
 ]
@@ -127,7 +160,8 @@ def test_values_refused_early_are_refused_by_the_full_check_in_the_same_words(
     if early:
         assert set(early) <= set(full_check(arguments, tmp_path))
     key = arguments[-1].split("=")[0]
-    if len(arguments) == 1 and key in COMMON and key != "resume":  # wrong in any config
+    # A directory or file to read is judged with the composed config; the rest in any config.
+    if len(arguments) == 1 and key in COMMON and key not in ("resume", "init_from"):
         assert early, "refused only after composing"
 
 
@@ -154,6 +188,8 @@ def test_a_bad_value_of_a_known_key_is_refused_before_hydra_composes(monkeypatch
         ["model.hidden=0", "--cfg", "job"],  # --cfg shows the config asked for
         ["model.hidden=[1"],  # bad syntax: Hydra says so
         ["optimizer.momentum=-1"],  # not a key of every config (only some optimizers')
+        ["init_from=no/such.ckpt"],  # whether the file exists is judged after composing
+        ["trainer.max_epochs=-1"],  # fine for engine=lightning, refused for engine=raw
     ],
     ids=" ".join,
 )
@@ -179,6 +215,161 @@ def test_precision_may_be_given_as_a_number(tmp_path) -> None:
         "trainer.precision=16 is not allowed: expected one of 32-true, 32, 64-true, "
         "16-mixed, bf16-mixed, bf16-true"
     ]
+
+
+# Configs that pass the check: any lightning.Trainer argument, any parameter of a target.
+GOOD_INPUTS = [
+    ["trainer.gradient_clip_val=1.0"],  # listed in trainer/default.yaml: no "+" needed
+    ["trainer.gradient_clip_val=0.5", "trainer.gradient_clip_algorithm=value"],
+    ["trainer.detect_anomaly=true"],
+    ["trainer.profiler=simple"],
+    ["trainer.limit_train_batches=0.5", "trainer.val_check_interval=0.5"],
+    ["+trainer.max_time=00:00:10:00"],  # not listed: "+", and Lightning judges the value
+    ["+trainer.min_steps=5", "+trainer.inference_mode=false"],
+    ["trainer.max_epochs=-1", "trainer.max_steps=100"],
+    ["engine=raw", "trainer.gradient_clip_val=1"],
+    ["engine=raw", "trainer.accumulate_grad_batches=4", "trainer.log_every_n_steps=1"],
+    ["engine=raw", "trainer.overfit_batches=0"],  # Lightning's default: nothing to honour
+    ["engine=raw", "scheduler=step"],
+    ["callbacks=none"],
+    ["callbacks=[default,early_stopping,lr_monitor]", "callbacks.early_stopping.patience=2"],
+    ["callbacks=rich_model_summary", "+callbacks.rich_model_summary.anything=1"],  # **kwargs
+    ["scheduler=plateau", "scheduler.scheduler.factor=0.1", "+scheduler.name=lr"],
+    ["scheduler=onecycle", "optimizer=sgd", "+scheduler.scheduler.anneal_strategy=linear"],
+    ["optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true"],
+    ["+optimizer.maximize=false"],  # any parameter of torch.optim.Adam
+    ["+activation.inplace=true"],
+]
+
+
+@pytest.mark.parametrize("arguments", GOOD_INPUTS, ids=" ".join)
+def test_what_lightning_and_the_targets_take_passes_the_check(tmp_path, arguments) -> None:
+    assert full_check(arguments, tmp_path) == []
+
+
+@pytest.mark.parametrize("name", sorted(MANAGED))
+def test_trainer_keys_that_mlplab_sets_are_refused_with_where_to_set_them(tmp_path, name) -> None:
+    assert full_check([f"+trainer.{name}=x"], tmp_path) == [
+        f"trainer.{name}=x is set by mlplab, not here: {MANAGED[name]}"
+    ]
+
+
+def test_an_unknown_trainer_key_is_answered_with_lightnings_arguments(tmp_path) -> None:
+    (message,) = full_check(["+trainer.not_an_argument=1"], tmp_path)
+    assert message.startswith(
+        "unknown key trainer.not_an_argument (=1): lightning.Trainer takes accelerator, strategy"
+    )
+    assert "did you mean" not in message and "logger" not in message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "start"),
+    [
+        (
+            ["optimizer=sgd", "+optimizer.betas=[0.9,0.99]"],
+            "unknown key optimizer.betas (=[0.9, 0.99]): SGD takes lr, momentum, dampening, ",
+        ),
+        (
+            ["callbacks=[default,early_stopping]", "+callbacks.early_stopping.patiense=5"],
+            "unknown key callbacks.early_stopping.patiense (=5): EarlyStopping takes monitor, "
+            "min_delta, patience, ",
+        ),
+        (
+            ["scheduler=step", "+scheduler.scheduler.step_sise=3"],
+            "unknown key scheduler.scheduler.step_sise (=3): StepLR takes step_size, gamma, ",
+        ),
+    ],
+    ids=lambda case: " ".join(case) if isinstance(case, list) else "",
+)
+def test_an_unknown_key_of_a_target_names_what_the_target_takes(tmp_path, arguments, start) -> None:
+    (message,) = full_check(arguments, tmp_path)
+    assert message.startswith(start)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["scheduler=step", "~scheduler.scheduler.step_size"],
+            "scheduler.scheduler.step_size is missing: StepLR needs it",
+        ),
+        (
+            ["scheduler=step", "scheduler.scheduler._partial_=false"],
+            "scheduler.scheduler._partial_=false is not allowed: expected true "
+            "(mlplab calls it with the optimizer)",
+        ),
+        (
+            ["callbacks=early_stopping", "~callbacks.early_stopping.monitor"],
+            "callbacks.early_stopping.monitor is missing: EarlyStopping needs it",
+        ),
+        (
+            ["+callbacks.timer=1"],
+            "callbacks.timer=1 is not allowed: expected a node with a _target_",
+        ),
+        (
+            ["activation._target_=torch.nn.Relu"],
+            "activation._target_=torch.nn.Relu cannot be imported: "
+            "module 'torch.nn' has no attribute 'Relu'",
+        ),
+        (
+            ["optimizer._target_=no_such_package.Adam"],
+            "optimizer._target_=no_such_package.Adam cannot be imported: "
+            "No module named 'no_such_package'",
+        ),
+    ],
+    ids=lambda case: " ".join(case) if isinstance(case, list) else "",
+)
+def test_a_target_node_is_checked_against_its_signature(tmp_path, arguments, message) -> None:
+    assert full_check(arguments, tmp_path) == [message]
+
+
+@pytest.mark.parametrize("option", option_names("debug"))
+def test_engine_raw_refuses_each_debug_option_it_cannot_honour(tmp_path, option) -> None:
+    found = full_check(["engine=raw", f"debug={option}"], tmp_path)
+    assert found and all("is not honoured by engine=raw" in problem for problem in found)
+
+
+@pytest.mark.parametrize("name", sorted(set(TRAINER_DEFAULTS) - set(MANAGED) - RAW_HONOURS))
+def test_engine_raw_accepts_every_trainer_argument_left_at_lightnings_default(
+    tmp_path, name
+) -> None:
+    # ++ sets a key whether trainer/default.yaml lists it or not.
+    default = render(TRAINER_DEFAULTS[name])
+    assert full_check(["engine=raw", f"++trainer.{name}={default}"], tmp_path) == []
+
+
+def test_engine_raw_refuses_to_resume_and_callbacks_other_than_the_checkpoint(tmp_path) -> None:
+    arguments = ["engine=raw", "resume=outputs/x", "callbacks=[default,lr_monitor]"]
+    assert full_check(arguments, tmp_path) == [
+        "resume=outputs/x needs engine=lightning: the raw loop does not resume",
+        "callbacks.lr_monitor: engine=raw runs no Lightning callbacks; use engine=lightning",
+    ]
+
+
+def test_init_from_names_a_checkpoint_file(tmp_path) -> None:
+    checkpoint = tmp_path / "last.ckpt"
+    assert full_check([f"init_from={checkpoint}"], tmp_path) == [
+        f"init_from={checkpoint}: no such checkpoint file"
+    ]
+    checkpoint.touch()
+    assert full_check([f"init_from={checkpoint}"], tmp_path) == []
+
+
+def test_keys_and_values_are_judged_without_importing_torch_or_lightning() -> None:
+    code = (
+        "import sys\n"
+        "from mlplab.config import problems\n"
+        "from tests.conftest import compose_config\n"
+        "for arguments in (['+trainer.max_epoch=3', 'optimizer.lr=inf'],\n"
+        "                  ['engine=raw', 'trainer.limit_train_batches=0.5']):\n"
+        "    assert problems(compose_config(arguments, 'unused')), arguments\n"
+        "print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_there_are_at_least_20_bad_inputs() -> None:
@@ -235,6 +426,18 @@ def test_every_shipped_option_passes_the_check(tmp_path, group) -> None:
     for option in option_names(group):
         cfg = compose_config([f"{group}={option}"], tmp_path)
         assert problems(cfg) == [], f"{group}={option}"
+
+
+def test_all_shipped_callbacks_together_pass_the_check(tmp_path) -> None:
+    options = [o for o in option_names("callbacks") if o != "none"]
+    assert problems(compose_config([f"callbacks=[{','.join(options)}]"], tmp_path)) == []
+
+
+@pytest.mark.parametrize("optimizer", option_names("optimizer"))
+def test_every_shipped_scheduler_fits_every_shipped_optimizer(tmp_path, optimizer) -> None:
+    for scheduler in option_names("scheduler"):
+        cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path)
+        assert problems(cfg) == [], f"optimizer={optimizer} scheduler={scheduler}"
 
 
 def test_new_directories_never_collide(tmp_path, monkeypatch) -> None:

@@ -1,11 +1,9 @@
-"""Writing files so that a crash never leaves a torn one behind, without stalling training."""
+"""Writing files so that a crash never leaves a torn one behind."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,34 +11,39 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
-def replace_atomically(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside `path` (nothing that globs for `*.ckpt` or `*.json` picks it up)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
-    A reader (or a crash) sees the old file or the new one, never half of one: `os.replace`
-    is atomic within a directory, and the temporary name starts with a dot so nothing that
-    globs for `*.ckpt` or `*.json` picks it up.
-    """
-    path = Path(path)
+
+def write_durably(path: Path, write: Any) -> None:
+    """Call `write(file)` on `path`, then fsync it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(path, "wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def rename_durably(source: Path, target: Path) -> None:
+    """`os.replace` (atomic within a directory), then fsync the directory: the rename sticks."""
+    os.replace(source, target)
+    directory = os.open(target.parent, os.O_RDONLY)
     try:
-        with open(tmp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
+        os.fsync(directory)
     finally:
         os.close(directory)
 
 
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """`torch.save` made atomic."""
-    replace_atomically(path, lambda file: torch.save(payload, file))
+def replace_atomically(path: Path, write: Any) -> None:
+    """Write `path` through a temporary file: a reader (or a crash) sees the old or the new file."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        write_durably(tmp, write)
+        rename_durably(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
@@ -49,78 +52,46 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     replace_atomically(path, lambda file: file.write(text.encode()))
 
 
-class CheckpointWriter:
-    """Saves checkpoints atomically in a background thread; the newest one always wins.
-
-    Serializing and fsyncing a checkpoint takes milliseconds (far more on a busy disk), a
-    real cost when epochs are short. So `save` serializes into memory (the file is then the
-    state at the moment of the call: well under a millisecond for mlplab's models) and
-    returns; a thread writes and fsyncs. Should saves come faster than
-    the disk takes them, a save still waiting is replaced by the newer one: `last.ckpt`
-    lags by at most one, and is at every moment a whole, consistent checkpoint. `wait`
-    (and `close`) block until the newest save is on disk; an error in a write is raised
-    by the next `save` or by `wait`.
-    """
-
-    def __init__(self) -> None:
-        self.condition = threading.Condition()
-        self.waiting: tuple[bytes, Path] | None = None
-        self.busy = False
-        self.error: BaseException | None = None
-
-    def save(self, payload: dict[str, Any], path: Path) -> None:
-        self.raise_error()
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        with self.condition:
-            self.waiting = (buffer.getvalue(), Path(path))
-            if not self.busy:
-                self.busy = True
-                threading.Thread(target=self.drain, name="checkpoint-writer", daemon=True).start()
-
-    def drain(self) -> None:
-        """The writer thread: write the waiting checkpoint until none is left."""
-        while True:
-            with self.condition:
-                if self.waiting is None:
-                    self.busy = False
-                    self.condition.notify_all()
-                    return
-                (data, path), self.waiting = self.waiting, None
-            try:
-                replace_atomically(path, lambda file, data=data: file.write(data))
-            except BaseException as error:  # reported to the training thread
-                self.error = error
-
-    def wait(self) -> None:
-        """Block until the newest checkpoint is on disk; raise a write's error, if any."""
-        with self.condition:
-            self.condition.wait_for(lambda: not self.busy)
-        self.raise_error()
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    def __enter__(self) -> CheckpointWriter:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.wait()
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the half-written files of killed processes (see `temporary_path`)."""
+    for path in directory.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic and moved off the training thread."""
+    """Lightning's checkpoint writer, made atomic, and published only once the logs caught up.
+
+    A checkpoint is written in full to a hidden temporary file and fsynced; it takes its
+    real name (atomically) at `publish()`, which `mlplab.resume.ExactResume` calls right
+    after flushing the loggers at the next training hook. So a checkpoint on disk never
+    runs ahead of the logs: a run resumed from it finds every point logged before it, and
+    TensorBoard's `purge_step` hides whatever was logged after it. A kill, at any moment,
+    leaves the previous checkpoint whole.
+    """
 
     def __init__(self) -> None:
-        self.writer = CheckpointWriter()
+        self.pending: dict[Path, Path] = {}  # real name -> written temporary file
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        self.writer.save(checkpoint, Path(path))
+        path = Path(path)
+        tmp = temporary_path(path)
+        write_durably(tmp, lambda file: torch.save(checkpoint, file))
+        self.pending[path] = tmp
+
+    def publish(self) -> None:
+        """Give every checkpoint written since the last call its real name."""
+        for path, tmp in self.pending.items():
+            rename_durably(tmp, path)
+        self.pending.clear()
+
+    def remove_checkpoint(self, path: str | Path) -> None:
+        tmp = self.pending.pop(Path(path), None)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        super().remove_checkpoint(path)
 
     def teardown(self) -> None:
-        """Called by Lightning at the end of fit (also after an error): finish the writes."""
-        self.writer.wait()
+        """Called by Lightning at the end of fit (also after an error)."""
+        self.publish()

@@ -11,6 +11,7 @@ written): 0 every job completed, 1 a job failed (its traceback is in its error.t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -120,13 +121,22 @@ def check_devices(cfg: DictConfig) -> None:
         )
 
 
+# What a resumed run may change: how far it trains. Everything else is the run's own.
+RESUME_OVERRIDES = ("trainer.max_epochs", "trainer.max_steps")
+
+
 def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
-    """The saved config and overrides of the killed run in `job_dir`."""
-    others = [o for o in overrides if not o.startswith("resume=")]
+    """The saved config of the run in `job_dir`, trained further if the overrides say so.
+
+    A killed run continues where its last checkpoint left it; a completed one only with a
+    larger `trainer.max_epochs` (or `max_steps`).
+    """
+    changes = [o for o in overrides if not o.startswith("resume=")]
+    others = [o for o in changes if o.partition("=")[0] not in RESUME_OVERRIDES]
     if others:
         raise ConfigError(
-            f"resume={job_dir} continues a run with its own saved config; "
-            f"drop the other overrides ({' '.join(others)})"
+            f"resume={job_dir} continues a run with its own saved config; drop the other "
+            f"overrides ({' '.join(others)}); only {' and '.join(RESUME_OVERRIDES)} may change"
         )
     config_file = job_dir / "config.yaml"
     if not config_file.is_file():
@@ -136,9 +146,20 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
         )
     summary_file = job_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if summary.get("status") == "completed":
-        raise ConfigError(f"resume={job_dir}: that run has completed; there is nothing to resume")
-    return OmegaConf.load(config_file), summary.get("overrides", [])
+    cfg = OmegaConf.load(config_file)
+    if cfg.engine == "raw":
+        raise ConfigError(
+            f"resume={job_dir}: resume= needs engine=lightning: the raw loop does not resume"
+        )
+    before = {key: OmegaConf.select(cfg, key) for key in RESUME_OVERRIDES}
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(changes))
+    further = any(OmegaConf.select(cfg, key) != value for key, value in before.items())
+    if summary.get("status") == "completed" and not further:
+        raise ConfigError(
+            f"resume={job_dir}: that run has completed its trainer.max_epochs="
+            f"{before['trainer.max_epochs']}; give a larger one to train it further"
+        )
+    return cfg, summary.get("overrides", [])
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -205,7 +226,7 @@ def main(cfg: DictConfig) -> float:
     )
 
     share_cores_between_workers(hydra_cfg)
-    from mlplab.curves import Diverged  # heavy: torch, Lightning
+    from mlplab.fit import Diverged  # heavy: torch, Lightning
     from mlplab.train import train
 
     status, value = "completed", math.nan
@@ -244,7 +265,7 @@ def unknown_options(arguments: Sequence[str]) -> list[str]:
         if not equals or not (CONFIG_DIR / group).is_dir() or hydra_group or "(" in value:
             continue
         options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-        for option in value.split(","):
+        for option in value.removeprefix("[").removesuffix("]").split(","):  # a, a,b or [a,b]
             if option not in options and option != "null":
                 found.append(
                     f"{group}={option}: there is no such option; choose one of {', '.join(options)}"
@@ -363,18 +384,33 @@ def run() -> None:
     main()
 
 
+# Hydra's default sweeper, named as configs name it (a string: no import of Hydra's internals).
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
-    """The overrides of every job the basic sweeper will launch; None for other sweepers."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The overrides of every job the basic sweeper will launch; None for other sweepers.
+
+    Its jobs are the cartesian product of the swept values, in command-line order (as the
+    basic sweeper builds them, through the same public override parser).
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweeper = config.hydra.sweeper
-    if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+    if sweeper._target_ != BASIC_SWEEPER:
         return None  # e.g. Optuna draws values as it goes: each job checks its own
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     arguments = params + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    choices = []
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        values = (
+            override.sweep_string_iterator()
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        choices.append([f"{key}={value}" for value in values])
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def sweep_problems(config: DictConfig) -> list[str]:

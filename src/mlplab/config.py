@@ -1,19 +1,31 @@
 """Checking a composed config before anything runs: every key known, every value in range.
 
 A typo should cost a second and a sentence, not a traceback from deep inside a training run.
-`validate(cfg)` walks the whole config against the rules below and raises one `ConfigError`
-naming every bad key, its value and what is allowed. It imports neither torch nor Lightning,
-so the check answers at once; `cli.py` runs it before any job, for every job of a sweep.
+`validate(cfg)` walks the whole config and raises one `ConfigError` naming every bad key, its
+value and what is allowed. mlplab's own keys (seed, data, model, ...) follow the rules below.
+The rest is judged by signatures, not hand-kept lists, so the check never refuses what the code
+accepts: `trainer.*` by lightning.Trainer's arguments (kept in `mlplab.trainer_arguments`, so
+Lightning is not imported), and each node with a `_target_` (optimizer, activation, scheduler,
+callbacks) by its target's, imported in `problems()` only. `COMMON`, the rules of the keys every
+config has, needs no import at all: `cli.py` checks command-line values against it before
+Hydra even composes.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
+import inspect
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mlplab.trainer_arguments import TRAINER_DEFAULTS
 
 
 class ConfigError(ValueError):
@@ -28,11 +40,22 @@ class Rule:
     allowed: str
 
 
+def render(value: Any) -> str:
+    """A value as the user would type it on the command line."""
+    if isinstance(value, str):
+        return repr(value) if value == "" or " " in value else value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def integer(low: int, high: int | None = None, also: tuple[Any, ...] = ()) -> Rule:
     """An int in [low, high] (bools are not ints here), or one of `also`."""
 
     def accepts(v: Any) -> bool:
-        if v in also and not isinstance(v, bool):
+        if any(v == a and type(v) is type(a) for a in also):
             return True
         return isinstance(v, int) and not isinstance(v, bool) and low <= v <= (high or v)
 
@@ -44,10 +67,10 @@ def integer(low: int, high: int | None = None, also: tuple[Any, ...] = ()) -> Ru
 def number(
     low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
 ) -> Rule:
-    """A real number in the interval given; ints count as numbers."""
+    """A finite real number in the interval given; ints count as numbers."""
 
     def accepts(v: Any) -> bool:
-        if not isinstance(v, int | float) or isinstance(v, bool) or v != v:  # v != v: NaN
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
             return False
         above = v > low if open_low else v >= low
         below = high is None or (v < high if open_high else v <= high)
@@ -64,13 +87,30 @@ def choice(*options: Any) -> Rule:
     """One of the options, exactly."""
     return Rule(
         lambda v: v in options and type(v) in {type(o) for o in options},
-        "one of " + ", ".join(map(str, options)),
+        "one of " + ", ".join(map(render, options)),
     )
+
+
+def optional(rule: Rule) -> Rule:
+    """Null, or what `rule` accepts."""
+    return Rule(lambda v: v is None or rule.accepts(v), f"null or {rule.allowed}")
+
+
+def finite(value: Any) -> bool:
+    """False for inf or NaN, also inside lists and nodes: no optimizer or model survives them."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple | ListConfig):
+        return all(map(finite, value))
+    if isinstance(value, dict):
+        return all(map(finite, value.values()))
+    return True
 
 
 BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string")
 OPTIONAL_TEXT = Rule(lambda v: v is None or (isinstance(v, str) and v != ""), "null or a path")
+FINITE = Rule(finite, "a finite number")
 BETAS = Rule(
     lambda v: (
         isinstance(v, list | tuple | ListConfig)
@@ -86,11 +126,43 @@ PRECISION = Rule(
     lambda v: not isinstance(v, bool) and str(v) in PRECISIONS, "one of " + ", ".join(PRECISIONS)
 )
 
+# Value rules for the few Trainer arguments where a bad value is common and Lightning's own
+# error is cryptic, or comes only after the data are built. Every other argument of
+# lightning.Trainer is accepted with any value: Lightning checks it.
+TRAINER_RULES = {
+    "max_epochs": integer(1, also=(-1,)),
+    "max_steps": integer(1, also=(-1,)),
+    "accelerator": choice("cpu", "gpu", "cuda", "mps", "auto"),
+    "devices": integer(1, also=("auto",)),
+    "strategy": choice("auto", "ddp"),
+    "num_nodes": integer(1),
+    "precision": PRECISION,
+    "accumulate_grad_batches": integer(1),
+    "log_every_n_steps": integer(1),
+    "gradient_clip_val": optional(number(0)),
+    "gradient_clip_algorithm": choice(None, "norm", "value"),
+    "enable_checkpointing": BOOLEAN,
+    "enable_progress_bar": BOOLEAN,
+    "enable_model_summary": BOOLEAN,
+    "num_sanity_val_steps": integer(0, also=(-1,)),
+    "fast_dev_run": Rule(
+        lambda v: isinstance(v, bool) or integer(0).accepts(v), "true, false or an integer ≥ 0"
+    ),
+}
+# Trainer arguments mlplab sets itself, each with where the user sets it instead.
+MANAGED = {
+    "logger": "choose loggers with the logger/ group (logger=tensorboard|csv|none)",
+    "callbacks": "add callbacks with the callbacks/ group (callbacks=[default,early_stopping])",
+    "plugins": "mlplab passes none; trainer.precision sets the precision",
+    "default_root_dir": "every output goes to the job's directory (paths.output_dir)",
+}
+TRAINER_ARGUMENTS = [name for name in TRAINER_DEFAULTS if name not in MANAGED]
+
 COMMON = {
     "seed": integer(0, 2**32 - 1),
     "engine": choice("lightning", "raw"),
-    "steps_per_iteration": integer(1),
     "resume": OPTIONAL_TEXT,
+    "init_from": optional(Rule(TEXT.accepts, "the path of a checkpoint file")),
     "extras.print_config": BOOLEAN,
     "paths.output_dir": TEXT,
     "data.task": choice(*TASKS),
@@ -104,55 +176,24 @@ COMMON = {
     "data.num_workers": integer(0),
     "model.hidden": integer(1),
     "model.num_hidden_layers": integer(1),
-    "trainer.max_epochs": integer(1),
-    "trainer.max_steps": integer(1, also=(-1,)),
-    "trainer.enable_checkpointing": BOOLEAN,
-    "trainer.enable_progress_bar": BOOLEAN,
-    "trainer.enable_model_summary": BOOLEAN,
-    "trainer.num_sanity_val_steps": integer(0),
-    "trainer.accelerator": choice("cpu", "gpu", "cuda", "mps", "auto"),
-    "trainer.devices": integer(1, also=("auto",)),
-    "trainer.strategy": choice("auto", "ddp"),
-    "trainer.num_nodes": integer(1),
-    "trainer.precision": PRECISION,
-    "checkpoint.every_n_steps": integer(0),
-}
+} | {f"trainer.{name}": rule for name, rule in TRAINER_RULES.items()}
 DATA_BY_TASK = {"classification": {"data.num_classes": integer(2)}}
 
-_PARTIAL = {"optimizer._partial_": choice(True)}
-_WEIGHT_DECAY = {"optimizer.weight_decay": number(0)}
-_ADAM = {
-    "optimizer.betas": BETAS,
-    "optimizer.eps": number(0, open_low=True),
-    "optimizer.amsgrad": BOOLEAN,
+# Value rules by parameter name, for any optimizer that has the parameter.
+OPTIMIZER_VALUES = {
+    "lr": number(0, open_low=True),
+    "betas": BETAS,
+    "eps": number(0, open_low=True),
+    "weight_decay": number(0),
+    "momentum": number(0),
+    "dampening": number(0, 1),
 }
-OPTIMIZERS = {
-    "torch.optim.SGD": {
-        "optimizer.momentum": number(0),
-        "optimizer.dampening": number(0, 1),
-        "optimizer.nesterov": BOOLEAN,
-    },
-    "torch.optim.Adam": _ADAM,
-    "torch.optim.AdamW": _ADAM,
-    "torch.optim.RMSprop": {
-        "optimizer.alpha": number(0, 1),
-        "optimizer.eps": number(0, open_low=True),
-        "optimizer.momentum": number(0),
-        "optimizer.centered": BOOLEAN,
-    },
-    "torch.optim.Adagrad": {
-        "optimizer.lr_decay": number(0),
-        "optimizer.eps": number(0, open_low=True),
-        "optimizer.initial_accumulator_value": number(0),
-    },
-}
-ACTIVATIONS = {
-    "torch.nn.ReLU": {},
-    "torch.nn.Tanh": {},
-    "torch.nn.Sigmoid": {},
-    "torch.nn.SiLU": {},
-    "torch.nn.GELU": {"activation.approximate": choice("none", "tanh")},
-    "torch.nn.LeakyReLU": {"activation.negative_slope": number(0)},
+SCHEDULER_RULES = {
+    "interval": choice("step", "epoch"),
+    "frequency": integer(1),
+    "monitor": optional(TEXT),
+    "name": optional(TEXT),
+    "strict": BOOLEAN,
 }
 LOGGERS = {
     "tensorboard": {
@@ -169,6 +210,38 @@ LOGGERS = {
         "version": Rule(lambda v: isinstance(v, str), "a string"),
     },
 }
+# Groups judged by signatures; every other key is flattened and judged by the rules above.
+BY_SIGNATURE = ("trainer", "optimizer", "activation", "scheduler", "callbacks")
+
+# The lightning.Trainer arguments that engine=raw honours; it refuses any other one that is
+# not left at Lightning's default, rather than ignore it.
+RAW_HONOURS = {
+    "max_epochs",
+    "max_steps",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accumulate_grad_batches",
+    "log_every_n_steps",
+    "accelerator",
+    "devices",
+    "precision",
+    "strategy",
+    "num_nodes",
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "num_sanity_val_steps",
+    "check_val_every_n_epoch",
+}
+# Honoured by the raw loop for some values only: (does it honour this value, why not).
+RAW_LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "strategy": (lambda v: v == "auto", "the raw loop trains in one process"),
+    "num_nodes": (lambda v: v == 1, "the raw loop trains in one process"),
+    "devices": (lambda v: v in (1, "auto"), "the raw loop trains on one device"),
+    "precision": (lambda v: str(v) in ("32-true", "32"), "the raw loop trains in float32 only"),
+    "check_val_every_n_epoch": (lambda v: v == 1, "the raw loop validates after every epoch"),
+    "max_epochs": (lambda v: v != -1, "the raw loop needs a number of epochs"),
+}
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -183,14 +256,9 @@ def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def rules_for(values: dict[str, Any]) -> dict[str, Rule]:
-    """The rules that apply to this config: the common ones plus those of the chosen options."""
-    rules = dict(COMMON) | DATA_BY_TASK.get(values.get("data.task"), {})
-    optimizer = values.get("optimizer._target_")
-    rules["optimizer._target_"] = choice(*OPTIMIZERS)
-    rules["optimizer.lr"] = number(0, open_low=True)
-    rules |= _PARTIAL | _WEIGHT_DECAY | OPTIMIZERS.get(optimizer, {})
-    rules["activation._target_"] = choice(*ACTIVATIONS)
-    rules |= ACTIVATIONS.get(values.get("activation._target_"), {})
+    """The rules of mlplab's own keys in this config: the common ones plus the chosen options'."""
+    rules = {k: r for k, r in COMMON.items() if not k.startswith("trainer.")}
+    rules |= DATA_BY_TASK.get(values.get("data.task"), {})
     for name, logger_rules in LOGGERS.items():
         if any(key.startswith(f"logger.{name}.") for key in values):
             rules |= {f"logger.{name}.{key}": rule for key, rule in logger_rules.items()}
@@ -198,11 +266,56 @@ def rules_for(values: dict[str, Any]) -> dict[str, Rule]:
 
 
 def problems(cfg: DictConfig) -> list[str]:
-    """Everything wrong with `cfg`, one sentence each (an empty list when it is fine)."""
+    """Everything wrong with `cfg`, one sentence each (an empty list when it is fine).
+
+    In three rounds, each only when the one before found nothing: keys and values, then the
+    rules that relate several keys (neither imports anything, so most refusals are instant),
+    then each `_target_` against its signature (which imports torch and Lightning, as the job
+    is about to do anyway).
+    """
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    values = dict(leaves(container))
+    own = {key: value for key, value in container.items() if key not in BY_SIGNATURE}
+    values = dict(leaves(own))
     values.pop("logger", None)  # logger=none leaves an empty node
-    rules = rules_for(values)
+    nodes = target_nodes(container)
+    found = rule_problems(values, rules_for(values))
+    found += trainer_problems(container.get("trainer"))
+    found += scheduler_problems(container.get("scheduler"))
+    if not isinstance(callbacks := container.get("callbacks") or {}, dict):
+        found.append(
+            f"callbacks={render(callbacks)} is not allowed: expected one node per callback, "
+            "as the callbacks/ group gives (callbacks=[default,early_stopping])"
+        )
+    found += [problem for node in nodes for problem in node_problems(*node)]
+    if isinstance(optimizer := container.get("optimizer"), dict):
+        found += value_problems("optimizer", optimizer, OPTIMIZER_VALUES)
+    if not found:
+        found += cross_checks(values, container)
+    if not found:
+        found += [problem for path, node, _ in nodes for problem in signature_problems(path, node)]
+    return found
+
+
+def not_allowed(key: str, value: Any, rule: Rule) -> str:
+    """The sentence for a value its key's rule refuses (the early check in cli.py says the same)."""
+    return f"{key}={render(value)} is not allowed: expected {rule.allowed}"
+
+
+def unknown(key: str, value: Any, owner: str, names: list[str], *, listed: bool = True) -> str:
+    """The sentence for a key that `owner`, taking `names`, does not take."""
+    group, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, names, n=1)
+    takes = (
+        f": {owner} takes {', '.join(names)}"
+        if listed or not close
+        else f": {owner} has no such argument"
+    )
+    hint = f"; did you mean {group}.{close[0]}?" if close else ""
+    return f"unknown key {key} (={render(value)}){takes}{hint}"
+
+
+def rule_problems(values: dict[str, Any], rules: dict[str, Rule]) -> list[str]:
+    """Unknown keys, refused values and missing keys among mlplab's own (flattened) keys."""
     found = []
     for key, value in values.items():
         if key not in rules:
@@ -214,12 +327,10 @@ def problems(cfg: DictConfig) -> list[str]:
             )
             found.append(f"unknown key {key} (={render(value)}): nothing reads it{hint}")
         elif not rules[key].accepts(value):
-            found.append(f"{key}={render(value)} is not allowed: expected {rules[key].allowed}")
+            found.append(not_allowed(key, value, rules[key]))
     for key in rules:
         if key not in values and not key.startswith("logger."):
             found.append(f"{key} is missing: expected {rules[key].allowed}")
-    if not found:
-        found += cross_checks(values)
     return found
 
 
@@ -230,8 +341,160 @@ def known_keys_near(key: str, rules: dict[str, Rule]) -> str:
     return ", ".join(siblings) if siblings else "the keys shown by `python train.py --cfg job`"
 
 
-def cross_checks(values: dict[str, Any]) -> list[str]:
-    """Rules that relate several keys."""
+def trainer_problems(trainer: Any) -> list[str]:
+    """`trainer.*` against lightning.Trainer's arguments, and the values of the few ruled ones."""
+    if not isinstance(trainer, dict):
+        return ["trainer is missing: expected the keyword arguments of lightning.Trainer"]
+    found = []
+    for name, value in trainer.items():
+        key = f"trainer.{name}"
+        if name in MANAGED:
+            found.append(f"{key}={render(value)} is set by mlplab, not here: {MANAGED[name]}")
+        elif name not in TRAINER_DEFAULTS:
+            found.append(unknown(key, value, "lightning.Trainer", TRAINER_ARGUMENTS, listed=False))
+        elif name in TRAINER_RULES and not TRAINER_RULES[name].accepts(value):
+            found.append(not_allowed(key, value, TRAINER_RULES[name]))
+    for name, rule in TRAINER_RULES.items():
+        if name not in trainer:
+            found.append(f"trainer.{name} is missing: expected {rule.allowed}")
+    return found
+
+
+@functools.cache
+def locate(target: str) -> Any:
+    """The object a `_target_` names: the longest importable module, then its attributes."""
+    parts = target.split(".")
+    for cut in range(len(parts), 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            # Only a missing `module` itself means "look one level up"; a module that fails to
+            # import one of its own dependencies is an error worth showing.
+            if error.name is None or not (
+                module == error.name or module.startswith(f"{error.name}.")
+            ):
+                raise
+            continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)
+        return found
+    raise ModuleNotFoundError(f"No module named {parts[0]!r}")
+
+
+@functools.cache
+def parameters_of(target: str) -> list[inspect.Parameter] | None:
+    """The parameters `_target_` is called with; None when it takes any keyword (or is opaque)."""
+    try:
+        parameters = list(inspect.signature(locate(target)).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: let Hydra find out
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return None
+    return [p for p in parameters if p.kind != p.VAR_POSITIONAL]
+
+
+def target_nodes(container: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(path, node, what mlplab calls it with) for each node that mlplab instantiates.
+
+    The optimizer and the scheduler are `_partial_`: mlplab supplies their first argument.
+    """
+    nodes = [
+        ("optimizer", container.get("optimizer"), "the model's parameters"),
+        ("activation", container.get("activation"), ""),
+    ]
+    scheduler = container.get("scheduler")
+    if isinstance(scheduler, dict) and "scheduler" in scheduler:
+        nodes.append(("scheduler.scheduler", scheduler["scheduler"], "the optimizer"))
+    callbacks = container.get("callbacks") or {}  # callbacks=none: an empty node
+    if isinstance(callbacks, dict):
+        nodes += [(f"callbacks.{name}", node, "") for name, node in callbacks.items()]
+    return nodes
+
+
+def node_problems(path: str, node: Any, called_with: str) -> list[str]:
+    """A node that Hydra can instantiate: a `_target_`, and `_partial_: true` where needed."""
+    if node is None:
+        return [f"{path} is missing: expected a node with a _target_ (a class's dotted path)"]
+    if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+        return [f"{path}={render(node)} is not allowed: expected a node with a _target_"]
+    if called_with and node.get("_partial_") is not True:
+        return [
+            f"{path}._partial_={render(node.get('_partial_'))} is not allowed: expected true "
+            f"(mlplab calls it with {called_with})"
+        ]
+    return []
+
+
+def value_problems(path: str, node: dict[str, Any], rules: dict[str, Rule]) -> list[str]:
+    """The values of a node, by parameter name; inf and NaN are refused for every parameter."""
+    return [
+        not_allowed(f"{path}.{name}", value, rules.get(name, FINITE))
+        for name, value in node.items()
+        if not name.startswith("_") and not rules.get(name, FINITE).accepts(value)
+    ]
+
+
+def signature_problems(path: str, node: dict[str, Any]) -> list[str]:
+    """The keys of a node against its `_target_`'s signature (which is imported for that).
+
+    Keys starting with "_" are Hydra's; a target taking **kwargs accepts any key. Of a
+    `_partial_` node, the first parameter is mlplab's to supply, not a config key.
+    """
+    target = node["_target_"]
+    try:
+        callable_ = locate(target)
+    except (ImportError, AttributeError) as error:
+        return [f"{path}._target_={target} cannot be imported: {str(error).splitlines()[0]}"]
+    if not callable(callable_):
+        return [f"{path}._target_={target} is not a class or function"]
+    parameters = parameters_of(target)
+    if parameters is not None and node.get("_partial_") is True:
+        parameters = parameters[1:]
+    names = None if parameters is None else [p.name for p in parameters]
+    owner = getattr(callable_, "__qualname__", target)
+    found = []
+    for name, value in node.items():
+        key = f"{path}.{name}"
+        if names is not None and not name.startswith("_") and name not in names:
+            found.append(unknown(key, value, owner, names))
+        if isinstance(value, dict) and "_target_" in value:
+            found += node_problems(key, value, "") or signature_problems(key, value)
+    if parameters is not None and "_args_" not in node:
+        found += [
+            f"{path}.{p.name} is missing: {owner} needs it"
+            for p in parameters
+            if p.default is p.empty and p.kind != p.POSITIONAL_ONLY and p.name not in node
+        ]
+    return found
+
+
+def scheduler_problems(scheduler: Any) -> list[str]:
+    """The scheduler/ group: Lightning's lr_scheduler dict (its "scheduler": a target node)."""
+    if scheduler is None or scheduler == {}:
+        return []  # scheduler=none: a constant learning rate
+    if not isinstance(scheduler, dict):
+        return [
+            f"scheduler={render(scheduler)} is not allowed: expected Lightning's lr_scheduler dict"
+        ]
+    found = []
+    names = ["scheduler", *SCHEDULER_RULES]
+    for name, value in scheduler.items():
+        key = f"scheduler.{name}"
+        if name not in names:
+            found.append(unknown(key, value, "Lightning's lr_scheduler dict", names))
+        elif name in SCHEDULER_RULES and not SCHEDULER_RULES[name].accepts(value):
+            found.append(not_allowed(key, value, SCHEDULER_RULES[name]))
+    if "scheduler" not in scheduler:
+        found.append(
+            "scheduler.scheduler is missing: expected the scheduler, a node with a _target_ "
+            "and _partial_: true"
+        )
+    return found
+
+
+def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """Rules that relate several keys (run once every key and value is known to be fine)."""
     found = []
     n = values["data.num_samples"]
     val = int(n * values["data.val_fraction"])
@@ -247,50 +510,60 @@ def cross_checks(values: dict[str, Any]) -> list[str]:
             f"data.in_features={values['data.in_features']} is not allowed for "
             f"data={values['data.task']}: spirals need at least 2 input features"
         )
-    if values.get("optimizer.nesterov") and (
-        values["optimizer.momentum"] <= 0 or values["optimizer.dampening"] != 0
+    optimizer = container["optimizer"]
+    if optimizer.get("nesterov") and (
+        optimizer.get("momentum", 0) <= 0 or optimizer.get("dampening", 0) != 0
     ):
         found.append(
             "optimizer.nesterov=true needs optimizer.momentum > 0 and optimizer.dampening=0"
         )
+    init_from = values["init_from"]
+    if init_from is not None and not Path(init_from).is_file():
+        found.append(f"init_from={render(init_from)}: no such checkpoint file")
+    trainer = container["trainer"]
     if (
-        values["trainer.strategy"] == "ddp"
-        and values["trainer.accelerator"] in ("cpu", "mps")
-        and values["trainer.num_nodes"] == 1
-        and values["trainer.devices"] == "auto"
+        trainer["strategy"] == "ddp"
+        and trainer["accelerator"] in ("cpu", "mps")
+        and trainer["num_nodes"] == 1
+        and trainer["devices"] == "auto"
     ):
         found.append(
             "trainer.devices=auto with trainer.strategy=ddp on the CPU: give the number "
             "of processes, e.g. trainer.devices=2"
         )
-    if values["engine"] == "raw" and values["trainer.strategy"] != "auto":
-        found.append(
-            f"trainer.strategy={values['trainer.strategy']} is not allowed with engine=raw: "
-            "the raw loop trains in one process (use engine=lightning)"
-        )
     if values["engine"] == "raw":
-        if values["trainer.devices"] not in (1, "auto"):
-            found.append(
-                f"trainer.devices={values['trainer.devices']} is not allowed with engine=raw: "
-                "the raw loop trains on one device (use engine=lightning)"
-            )
-        if str(values["trainer.precision"]) not in ("32-true", "32"):
-            found.append(
-                f"trainer.precision={values['trainer.precision']} is not allowed with engine=raw: "
-                "the raw loop trains in float32 only (use engine=lightning)"
-            )
+        found += raw_problems(values, container)
     return found
 
 
-def render(value: Any) -> str:
-    """A value as the user would type it on the command line."""
-    if isinstance(value, str):
-        return repr(value) if value == "" or " " in value else value
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+def raw_problems(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """What engine=raw, the hand-written loop, cannot honour: one sentence each."""
+    found = []
+    if values["resume"] is not None:
+        found.append(
+            f"resume={render(values['resume'])} needs engine=lightning: "
+            "the raw loop does not resume"
+        )
+    for name, value in container["trainer"].items():
+        if name in RAW_LIMITS:
+            honoured, why = RAW_LIMITS[name]
+            if not honoured(value):
+                found.append(
+                    f"trainer.{name}={render(value)} is not allowed with engine=raw: "
+                    f"{why} (use engine=lightning)"
+                )
+        elif name not in RAW_HONOURS and value != TRAINER_DEFAULTS[name]:
+            found.append(
+                f"trainer.{name}={render(value)} is not honoured by engine=raw (the raw loop); "
+                f"use engine=lightning, or leave it at its default "
+                f"{render(TRAINER_DEFAULTS[name])}"
+            )
+    found += [
+        f"callbacks.{name}: engine=raw runs no Lightning callbacks; use engine=lightning"
+        for name in container.get("callbacks") or {}
+        if name != "model_checkpoint"  # the raw loop writes last.ckpt itself
+    ]
+    return found
 
 
 def validate(cfg: DictConfig) -> None:

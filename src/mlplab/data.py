@@ -7,10 +7,8 @@ in any process, whatever else has consumed random numbers before.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import lightning as L
 import torch
@@ -81,22 +79,12 @@ def make_task_data(
     raise ValueError(f"unknown task {task!r}")
 
 
-T = TypeVar("T")
-
-
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of `size` items, the last one shorter if items run out."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
 class TensorBatches(Dataset):
-    """Tensors indexed a whole batch at a time: `ds[index_tensor] -> (x[index], y[index])`.
+    """Tensors indexed a whole batch at a time: `ds.__getitems__(index) -> (x[index], y[index])`.
 
     One gather (`index_select`) per batch instead of one `__getitem__` per sample plus a
     collate: the data path then costs a few microseconds per batch, not a large share of a
-    training step. A list of index tensors gives the list of their batches.
+    training step. torch's DataLoader calls `__getitems__` with each index batch.
     """
 
     def __init__(self, x: Tensor, y: Tensor) -> None:
@@ -105,61 +93,30 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def __getitem__(self, index: Tensor | list[Tensor]):
-        if isinstance(index, list):
-            return [self[i] for i in index]
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.y[index]
+
+    def __getitems__(self, index: Tensor) -> tuple[Tensor, Tensor]:
         return self.x.index_select(0, index), self.y.index_select(0, index)
 
 
-class EpochBatchSampler(Sampler[Tensor]):
-    """Yields index tensors of `batch_size`, the last one shorter if samples run out.
+class EpochOrder(Sampler[int]):
+    """The order in which one epoch visits the samples; a new permutation each epoch.
 
     With `shuffle`, epoch e's order is a permutation drawn from a generator seeded by
     (seed, e) alone: it does not depend on how many epochs were iterated before, so a
-    resumed run replays exactly the order an uninterrupted run would have seen. Lightning
-    calls `set_epoch` itself; a hand-written loop calls it at the top of each epoch.
-
-    Data-parallel: with `replicas` processes, each step consumes one global batch of
-    `replicas × batch_size` consecutive samples of the order, and process `rank` trains on
-    its `rank`-th slice, so the processes together see what one process with the global
-    batch would. A last, partial global batch is dropped: it could not be split evenly.
-
-    With `batches_per_item` k > 1 it yields lists of k consecutive batches' index tensors
-    (an epoch's last list may be shorter): one item per Lightning iteration, several
-    optimizer steps each (see `mlplab.module.ChunkedMLPModule`). The batches are the same.
+    resumed run replays exactly the order an uninterrupted run would have seen. Like
+    torch's DistributedSampler, it is told the epoch: Lightning calls `set_epoch` itself,
+    a hand-written loop at the top of each epoch.
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.replicas, self.rank = replicas, rank
-        self.batches_per_item = 1
+    def __init__(self, num_samples: int, shuffle: bool, seed: int) -> None:
+        self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.epoch = 0
-        self.resume_batch = 0  # batches of `self.epoch` already trained on before a resume
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration yields."""
-        if epoch != self.epoch:
-            self.resume_batch = 0
+        """Select the epoch whose order comes next."""
         self.epoch = epoch
-
-    def resume_at(self, epoch: int, batch: int) -> None:
-        """Continue a run stopped after `batch` batches of `epoch`: start there, then go on.
-
-        Setting the epoch here, not only in `set_epoch`, matters: Lightning creates the
-        first iterator (and loader workers prefetch from it) before it calls `set_epoch`.
-        """
-        self.epoch, self.resume_batch = epoch, batch
 
     def order(self) -> Tensor:
         """All sample indices in the order this epoch visits them."""
@@ -170,32 +127,61 @@ class EpochBatchSampler(Sampler[Tensor]):
         mixed = (self.seed * 0x9E3779B97F4A7C15 + self.epoch) % 2**63
         return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(mixed))
 
-    def spans(self) -> Iterator[tuple[int, int]]:
-        """(start, stop) positions in `order()` of this process's batches, from the resume point."""
-        size = self.batch_size * self.replicas
-        first = self.resume_batch * size + self.rank * self.batch_size
-        for start in range(first, self.num_batches() * size, size):
-            yield start, min(start + self.batch_size, self.num_samples)
-
-    def items(self, batches: Iterable[T]) -> Iterator[T] | Iterator[list[T]]:
-        """`batches` as this sampler yields them: one by one, or in lists of `batches_per_item`."""
-        if self.batches_per_item == 1:
-            return iter(batches)
-        return chunks(batches, self.batches_per_item)
-
-    def __iter__(self) -> Iterator[Tensor] | Iterator[list[Tensor]]:
-        order = self.order()  # drawn now, after any set_epoch
-        return self.items(order[start:stop] for start, stop in self.spans())
-
-    def num_batches(self) -> int:
-        """Batches (optimizer steps) in a whole epoch, for this process."""
-        if self.replicas == 1:
-            return math.ceil(self.num_samples / self.batch_size)
-        return self.num_samples // (self.batch_size * self.replicas)
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
 
     def __len__(self) -> int:
-        """Items in a whole epoch: batches, or lists of `batches_per_item` batches."""
-        return math.ceil(self.num_batches() / self.batches_per_item)
+        return self.num_samples
+
+
+class EpochBatchSampler(Sampler[Tensor]):
+    """Cuts each epoch's order (`self.sampler`) into index tensors of `batch_size`.
+
+    The last batch is shorter if samples run out. Data-parallel: with `replicas`
+    processes, each step consumes one global batch of `replicas × batch_size` consecutive
+    samples of the order, and process `rank` trains on its `rank`-th slice, so the processes
+    together see what one process with the global batch would. A last, partial global batch
+    is dropped: it could not be split evenly.
+    """
+
+    def __init__(self, sampler: EpochOrder, batch_size: int, replicas: int = 1, rank: int = 0):
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.replicas, self.rank = replicas, rank
+        self.resume = (0, 0)  # (epoch, batches of it already trained on before a resume)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches come next."""
+        self.sampler.set_epoch(epoch)
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Continue a run stopped after `batch` batches of `epoch`: start there, then go on."""
+        self.resume = (epoch, batch)
+
+    def skipped(self) -> int:
+        """Batches of the current epoch that a resumed run has already trained on."""
+        epoch, batch = self.resume
+        return batch if epoch == self.sampler.epoch else 0
+
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """(start, stop) positions in the order of this process's batches, from the resume point."""
+        size = self.batch_size * self.replicas
+        first = self.skipped() * size + self.rank * self.batch_size
+        for start in range(first, self.num_batches() * size, size):
+            yield start, min(start + self.batch_size, self.sampler.num_samples)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        order = self.sampler.order()  # drawn now, after any set_epoch
+        return (order[start:stop] for start, stop in self.spans())
+
+    def num_batches(self) -> int:
+        """Batches in a whole epoch, for this process."""
+        if self.replicas == 1:
+            return math.ceil(self.sampler.num_samples / self.batch_size)
+        return self.sampler.num_samples // (self.batch_size * self.replicas)
+
+    def __len__(self) -> int:
+        return self.num_batches()
 
 
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -204,36 +190,61 @@ def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 
 
 class EpochLoader(DataLoader):
-    """A DataLoader of `TensorBatches` batched by an `EpochBatchSampler`.
+    """A DataLoader of `TensorBatches` batched by an `EpochBatchSampler`, resumable mid-epoch.
 
-    With worker processes it is torch's own loader. Without (the default: the data are
-    in memory) it skips that machinery: it gathers the epoch's order once, then yields
-    consecutive slices, which are views, not copies. Same batches, bit for bit; a few
-    microseconds per batch instead of tens.
+    `state_dict`/`load_state_dict` (the interface Lightning saves and restores a loader's
+    position with) record the epoch and how many of its batches were served, so a run
+    resumed from a mid-epoch checkpoint carries on with the very next batch.
+
+    With worker processes it is torch's own loader. Without (the default: the data are in
+    memory) it skips that machinery: it gathers the epoch's order once, then yields
+    consecutive slices, which are views, not copies. Same batches, bit for bit.
     """
 
     dataset: TensorBatches
-    sampler: EpochBatchSampler
+    batch_sampler: EpochBatchSampler
 
-    def __iter__(self):
-        if self.num_workers > 0:
-            return super().__iter__()
-        return self.sampler.items(self._slices())
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A generator: nothing is drawn (and no worker starts) before the first batch is
+        # asked for, after any set_epoch or load_state_dict.
+        sampler = self.batch_sampler
+        batches = super().__iter__() if self.num_workers > 0 else self._slices()
+        self.served = (sampler.sampler.epoch, sampler.skipped())
+        for batch in batches:
+            self.served = (self.served[0], self.served[1] + 1)
+            yield batch
 
     def _slices(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # A generator: the order is drawn at the first batch, after any set_epoch.
-        sampler, data = self.sampler, self.dataset
+        sampler, data = self.batch_sampler, self.dataset
         x, y = data.x, data.y
-        if sampler.shuffle:
-            order = sampler.order()
+        if sampler.sampler.shuffle:
+            order = sampler.sampler.order()
             # index_select: the same rows as x[order], ~15x faster for narrow float rows
             x, y = x.index_select(0, order), y.index_select(0, order)
         for start, stop in sampler.spans():
             yield x[start:stop], y[start:stop]
 
+    def state_dict(self) -> dict[str, int]:
+        """Where the loader stands: the epoch, and how many of its batches were served."""
+        epoch, served = getattr(self, "served", (self.batch_sampler.sampler.epoch, 0))
+        return {"epoch": epoch, "batches_served": served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Serve the rest of the recorded epoch next (the following epochs as usual).
+
+        The epoch is set here too, not only by Lightning's `set_epoch`: Lightning creates
+        the first iterator (and loader workers prefetch from it) before it calls that.
+        """
+        self.batch_sampler.sampler.set_epoch(state["epoch"])
+        self.batch_sampler.resume_at(state["epoch"], state["batches_served"])
+
 
 class SyntheticDataModule(L.LightningDataModule):
-    """Generates one task's data from `seed`, splits it, and serves train/val/test loaders."""
+    """Generates one task's data from `seed`, splits it, and serves train/val/test loaders.
+
+    Under data parallelism the training loader shards each global batch itself (so the
+    Trainer runs with `use_distributed_sampler=False`, as `configs/accelerator/ddp*.yaml` set).
+    """
 
     def __init__(
         self,
@@ -260,21 +271,6 @@ class SyntheticDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.splits: dict[str, TensorBatches] = {}
-        self.resume_position = (0, 0)  # (epoch, batch) the training loader starts at
-        self.replicas, self.rank = 1, 0  # data-parallel processes, and which one this is
-        self.batches_per_item = 1  # training batches per loader item (see `group`)
-
-    def resume_at(self, epoch: int, batch: int) -> None:
-        """Make the training loader start after `batch` batches of `epoch` (for a resumed run)."""
-        self.resume_position = (epoch, batch)
-
-    def group(self, batches_per_item: int) -> None:
-        """Serve the training batches in lists of `batches_per_item` consecutive ones."""
-        self.batches_per_item = batches_per_item
-
-    def shard(self, replicas: int, rank: int) -> None:
-        """Serve process `rank` of `replicas` its slice of every training batch."""
-        self.replicas, self.rank = replicas, rank
 
     def setup(self, stage: str | None = None) -> None:
         """Generate and split the samples (once; later calls reuse them)."""
@@ -291,29 +287,33 @@ class SyntheticDataModule(L.LightningDataModule):
         for name, index in zip(("train", "val", "test"), parts, strict=True):
             self.splits[name] = TensorBatches(x[index], y[index])
 
-    def loader(self, split: str) -> EpochLoader:
-        """A loader over one split; only "train" is shuffled."""
+    def loader(self, split: str, shuffle: bool = False, replicas: int = 1, rank: int = 0):
+        """A loader over one split, in batches of `batch_size`."""
         dataset = self.splits[split]
-        sampler = EpochBatchSampler(len(dataset), self.batch_size, split == "train", self.seed)
+        order = EpochOrder(len(dataset), shuffle, self.seed)
+        sampler = EpochBatchSampler(order, self.batch_size, replicas=replicas, rank=rank)
         return EpochLoader(
             dataset,
-            batch_size=None,  # the sampler already yields whole batches of indices
-            sampler=sampler,
+            batch_sampler=sampler,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> EpochLoader:
-        loader = self.loader("train")
-        loader.sampler.replicas, loader.sampler.rank = self.replicas, self.rank
-        loader.sampler.batches_per_item = self.batches_per_item
-        loader.sampler.resume_at(*self.resume_position)
-        return loader
+        """Shuffled each epoch; this process's slice of each global batch under DDP.
 
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one epoch: the number of training batches (of each process)."""
-        return self.train_dataloader().sampler.num_batches()
+        `trainer.overfit_batches` asks for the same batches every epoch: no shuffling then.
+        """
+        trainer = self.trainer
+        if trainer is None:  # the raw loop, or a test
+            return self.loader("train", shuffle=True)
+        return self.loader(
+            "train",
+            shuffle=not trainer.overfit_batches,
+            replicas=trainer.world_size,
+            rank=trainer.global_rank,
+        )
 
     def val_dataloader(self) -> EpochLoader:
         return self.loader("val")

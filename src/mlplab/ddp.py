@@ -46,7 +46,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def workers(cfg: DictConfig, job_dir: Path, resume_from: Path | None) -> Iterator[None]:
+def workers(cfg: DictConfig, job_dir: Path, ckpt_path: Path | None) -> Iterator[None]:
     """Start ranks 1…n-1 of `cfg` (n = `local_processes(cfg)`); make this process rank 0.
 
     On leaving, waits for the workers; a worker that failed makes this raise.
@@ -62,8 +62,8 @@ def workers(cfg: DictConfig, job_dir: Path, resume_from: Path | None) -> Iterato
         "NODE_RANK": "0",
     }
     command = [sys.executable, "-m", "mlplab.ddp", str(job_dir)]
-    if resume_from is not None:
-        command.append(str(resume_from))
+    if ckpt_path is not None:
+        command.append(str(ckpt_path))
     processes = [
         subprocess.Popen(command, env={**os.environ, **shared, "LOCAL_RANK": str(rank)})
         for rank in range(1, count)
@@ -87,18 +87,29 @@ def workers(cfg: DictConfig, job_dir: Path, resume_from: Path | None) -> Iterato
         raise RuntimeError(f"data-parallel workers exited with codes {codes}")
 
 
-def worker(job_dir: Path, resume_from: Path | None) -> None:
-    """One data-parallel worker (rank > 0): train the job's saved config, write nothing."""
-    from mlplab.cli import EXIT_CODES
-    from mlplab.curves import Diverged
-    from mlplab.fit import fit_lightning
-    from mlplab.train import CONFIG_FILE
+def worker(job_dir: Path, ckpt_path: Path | None) -> None:
+    """One data-parallel worker (rank > 0): train the job's saved config, write nothing.
+
+    It builds the same callbacks as rank 0 (ModelCheckpoint, EarlyStopping, … take part in
+    collective calls); its loggers are inert off rank 0, as Lightning makes them.
+    """
+    import torch.distributed as dist
+
+    from mlplab.fit import Diverged
+    from mlplab.train import CONFIG_FILE, build_loggers, run_engine
 
     cfg = OmegaConf.load(job_dir / CONFIG_FILE)
+    code = 0
     try:
-        fit_lightning(cfg, [], checkpoint_dir=job_dir / "checkpoints", resume_from=resume_from)
+        run_engine(cfg, build_loggers(cfg), ckpt_path)
     except Diverged:  # rank 0 stops at the same step and reports it
-        sys.exit(EXIT_CODES["diverged"])
+        code = 3
+    finally:
+        # Leave the process group before exiting: a gloo group still alive at interpreter
+        # exit can abort the process ("terminate called without an active exception").
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

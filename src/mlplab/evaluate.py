@@ -22,18 +22,17 @@ def evaluate_checkpoint(checkpoint_path: Path) -> dict[str, float]:
     """Test-split loss and scores of the weights in a checkpoint file of a job directory."""
     import torch
 
-    from mlplab.build import build_datamodule, build_model
-    from mlplab.reference import evaluate, reference_device
+    from mlplab.build import build_datamodule, build_model, checkpoint_weights
+    from mlplab.fit import raw_device
+    from mlplab.reference import evaluate
     from mlplab.tasks import EpochMetrics
 
     job_dir = checkpoint_path.resolve().parent.parent
     cfg = OmegaConf.load(job_dir / CONFIG_FILE)
-    device = (
-        reference_device(cfg.trainer) if cfg.trainer.devices in (1, "auto") else torch.device("cpu")
-    )
+    single = cfg.trainer.get("devices", 1) in (1, "auto")
+    device = raw_device(cfg.trainer) if single else torch.device("cpu")
     model = build_model(cfg).to(device)
-    state = torch.load(checkpoint_path, weights_only=True, map_location=device)["state_dict"]
-    model.load_state_dict({name.removeprefix("model."): tensor for name, tensor in state.items()})
+    model.load_state_dict(checkpoint_weights(checkpoint_path))
     datamodule = build_datamodule(cfg)
     datamodule.setup("test")
     metrics = EpochMetrics(cfg.data.task, cfg.data.get("num_classes"), prefix="test").to(device)

@@ -1,9 +1,14 @@
-"""Fitting with Lightning, and what any engine hands back."""
+"""The two engines, config in, trained model out: Lightning's Trainer, and the raw loop.
+
+Both build the model, optimizer, scheduler, loss and data with `mlplab.build`, so that the
+only difference between them is who runs the loop: `lightning.Trainer` or
+`mlplab.reference.train`, the textbook page.
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,28 +17,33 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mlplab.build import build_datamodule, build_model, optimizer_factory
-from mlplab.checkpoint import AtomicCheckpointIO
-from mlplab.curves import LossCurve
-from mlplab.module import ChunkedMLPModule, MLPModule
-from mlplab.progress import TrainingProgress, planned_steps
-from mlplab.resume import STATE_KEY, checkpoint_state, restore_rng
+from mlplab import reference
+from mlplab.build import (
+    build_datamodule,
+    build_model,
+    build_scheduler,
+    optimizer_factory,
+    scheduler_config,
+)
+from mlplab.checkpoint import AtomicCheckpointIO, replace_atomically
+from mlplab.module import MLPModule
+from mlplab.resume import ExactResume
+from mlplab.tasks import EpochMetrics, loss_function
 
 # Lightning's advice that does not apply to mlplab, silenced by message while it trains:
 IRRELEVANT_WARNINGS = (
     # our loaders serve in-memory tensors, for which worker processes are pure overhead;
     r".*does not have many workers.*",
-    # the loss curve is written by mlplab.curves.LossCurve, not by every-n-steps logging;
-    r".*smaller than the logging interval.*",
-    # mlplab's batch sampler is resumed from the position its checkpoint records (see
-    # mlplab.resume), a mechanism Lightning's mid-epoch check cannot see;
-    r".*resuming from a checkpoint that ended before the epoch ended.*",
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecated.
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    # a resumed run's checkpoint directory holds its own last.ckpt, by design.
+    r".*Checkpoint directory .* exists and is not empty.*",
 )
 # Lightning's start-up notes (device availability, product tips) would repeat on every job of
 # a sweep; the job's first log line names the device instead. Warnings still come through.
@@ -49,184 +59,203 @@ def lightning_quiet() -> Iterator[None]:
         yield
 
 
+class Diverged(ArithmeticError):
+    """The training loss stopped being a finite number."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
 @dataclass
 class FitResult:
     """A trained model and what happened on the way; both engines return one."""
 
     model: nn.Module
     step_losses: Tensor  # (steps,) training loss of each optimizer step, in order
-    metrics: dict[str, float]  # "train/loss" (last step), "val/…" (last epoch), "test/…"
+    metrics: dict[str, float]  # "train/loss" (last step), "val/…" (last validation), "test/…"
     epochs: int  # epochs run, the last one possibly cut short by trainer.max_steps
     steps: int  # optimizer steps taken
 
 
-class Bookkeeping(L.Callback):
-    """What the raw loop does around each step, done for Lightning, in one callback.
+class TrainingRecord(L.Callback):
+    """Each batch's training loss, in order; a run whose loss is not finite stops at once.
 
-    Records the loss curve, advances the progress bar, keeps `last.ckpt` current (after
-    every epoch, validation included, and every `every_n_steps` steps within one; never
-    when `path` is None), and remembers the latest validation. Each checkpoint carries
-    `mlplab.resume.checkpoint_state`, for an exact resume. One callback, not three: each
-    callback costs Lightning a dispatch on every hook of every step.
+    Under DDP the loss is first averaged over the processes (the global batch's loss), so
+    every process sees the same value and all stop at the same step. Also remembers at
+    which step validation last ran, so that the final metrics describe the final weights.
     """
 
-    def __init__(
-        self,
-        job_dir: Path,
-        path: Path | None,
-        every_n_steps: int,
-        steps_per_epoch: int,
-        curve: LossCurve,
-        progress: TrainingProgress,
-    ) -> None:
-        self.job_dir = job_dir
-        self.path = path
-        self.every_n_steps = every_n_steps if path else 0
-        self.steps_per_epoch = steps_per_epoch
-        self.curve = curve
-        self.progress = progress
-        self.validated_at = -1  # the step whose weights `val_metrics` describe
-        self.val_metrics: dict[str, float] = {}
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.progress.epoch(trainer.current_epoch)  # a mid-epoch resume has no epoch start
-        self.progress.start()
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.progress.epoch(trainer.current_epoch)
+    def __init__(self) -> None:
+        self.losses: list[Tensor] = []
+        self.validated_at = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        losses = outputs["loss"]  # the step's loss, or one per step of a `ChunkedMLPModule`
-        self.curve.append(losses)
-        taken = losses.numel()
-        self.progress.step(taken)
-        if trainer.global_step == trainer.max_steps and self.mid_epoch(trainer.global_step):
-            # max_steps cut an epoch short inside its last iteration (several steps per
-            # iteration), which Lightning would validate as the epoch's end. As with one step
-            # per iteration, fit_lightning validates the final weights after fit instead.
-            trainer.check_val_every_n_epoch = sys.maxsize
-        if self.every_n_steps:
-            step, n = trainer.global_step, self.every_n_steps
-            # A multiple of n reached in this iteration (its last step, with one step per
-            # iteration); an epoch's last step is saved at the epoch's end, after validation.
-            if step // n > (step - taken) // n and self.mid_epoch(step):
-                trainer.save_checkpoint(self.path, weights_only=False)
-
-    def mid_epoch(self, step: int) -> bool:
-        """Whether `step` falls inside an epoch rather than at its end."""
-        return step % self.steps_per_epoch != 0
+        loss = outputs["loss"].detach()
+        if trainer.world_size > 1:
+            loss = trainer.strategy.reduce(loss.clone(), reduce_op="mean")
+        self.losses.append(loss)
+        if not torch.isfinite(loss):
+            # Logged by hand: Lightning would log this step after the hook we stop it in.
+            step = max(trainer.global_step - 1, 0)
+            for logger in trainer.loggers:
+                logger.log_metrics({"train/loss": loss.item()}, step=step)
+                logger.save()
+            raise Diverged(step, loss.item())
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        self.validated_at = trainer.global_step
-        metrics = trainer.callback_metrics.items()
-        self.val_metrics = {k: float(v) for k, v in metrics if k.startswith("val/")}
+        if not trainer.sanity_checking:
+            self.validated_at = trainer.global_step
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.curve.flush()
-        if self.path:
-            trainer.save_checkpoint(self.path, weights_only=False)
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.progress.stop()
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The `callbacks/` group's callbacks, less those the trainer's switches turn off.
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.progress.stop()
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.curve.flush()
-        step = trainer.global_step
-        state = checkpoint_state(
-            step,
-            self.steps_per_epoch,
-            self.validated_at == step,
-            self.curve.last,
-            self.job_dir,
-            trainer.loggers,
-        )
-        checkpoint[STATE_KEY] = state | {"val_metrics": self.val_metrics}
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        state = checkpoint[STATE_KEY]
-        restore_rng(state["rng"])
-        if state["position"]["validated"]:
-            self.validated_at = state["position"]["step"]
-            self.val_metrics = state["val_metrics"]
+    `trainer.enable_checkpointing=false` drops the ModelCheckpoints and
+    `trainer.enable_progress_bar=false` the progress bars (Lightning would refuse both).
+    """
+    callbacks = [instantiate(options) for options in (cfg.get("callbacks") or {}).values()]
+    if not cfg.trainer.get("enable_checkpointing", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def fit_lightning(
     cfg: DictConfig,
-    loggers: list[Logger],
-    checkpoint_dir: Path,
-    resume_from: Path | None = None,
+    loggers: Sequence[Logger],
     callbacks: Sequence[L.Callback] = (),
+    ckpt_path: Path | None = None,
 ) -> FitResult:
-    """Train and test with `lightning.Trainer`, configured by `cfg.trainer`.
+    """Train, validate and test with `lightning.Trainer(**cfg.trainer)` and `callbacks`.
 
-    With `resume_from` (a checkpoint of this run), training continues from it exactly;
-    `callbacks` are added after mlplab's own.
+    With `ckpt_path` (a checkpoint of this run), training continues from it exactly.
     """
     model = build_model(cfg)
-    steps_per_iteration = cfg.steps_per_iteration
-    module_class = MLPModule if steps_per_iteration == 1 else ChunkedMLPModule
-    module = module_class(model, cfg.data.task, cfg.data.get("num_classes"), optimizer_factory(cfg))
-    datamodule = build_datamodule(cfg)
-    datamodule.group(steps_per_iteration)
-    datamodule.setup("fit")
-    position = read_position(resume_from)
-    datamodule.resume_at(position["epoch"], position["batch"])
-    curve = LossCurve(loggers, first_step=position["step"])
-    path = checkpoint_dir / "last.ckpt" if cfg.trainer.enable_checkpointing else None
-    progress = TrainingProgress(cfg.trainer.enable_progress_bar, total=0, done=position["step"])
-    record = Bookkeeping(
-        checkpoint_dir.parent, path, cfg.checkpoint.every_n_steps, 1, curve, progress
+    module = MLPModule(
+        model,
+        cfg.data.task,
+        cfg.data.get("num_classes"),
+        optimizer_factory(cfg),
+        scheduler_config(cfg),
     )
-    trainer_options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_options["enable_checkpointing"] = False  # Bookkeeping writes the checkpoints
-    trainer_options["enable_progress_bar"] = False  # Bookkeeping shows a lighter one
-    with lightning_quiet(), curve:
+    datamodule = build_datamodule(cfg)
+    record = TrainingRecord()
+    with lightning_quiet():
         trainer = L.Trainer(
-            **trainer_options,
-            logger=loggers or False,
-            callbacks=[record, *callbacks],
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=list(loggers) or False,
+            callbacks=[ExactResume(), record, *callbacks],
             plugins=[AtomicCheckpointIO()],
-            use_distributed_sampler=False,  # EpochBatchSampler shards the data itself
-            default_root_dir=checkpoint_dir.parent,
+            default_root_dir=cfg.paths.output_dir,
         )
-        if trainer.world_size > 1:
-            datamodule.shard(trainer.world_size, trainer.global_rank)
-            curve.reduce = lambda losses: trainer.strategy.reduce(losses, reduce_op="mean")
-            progress.enabled &= trainer.is_global_zero
-        record.steps_per_epoch = datamodule.steps_per_epoch()
-        progress.total(
-            planned_steps(cfg.trainer.max_epochs, cfg.trainer.max_steps, record.steps_per_epoch)
-        )
-        # The loaders, not the DataModule: with a DataModule attached, Lightning asks on every
-        # batch whether it overrides each batch-transfer hook (~10 calls per step).
-        loaders = {
-            "train_dataloaders": datamodule.train_dataloader(),
-            "val_dataloaders": datamodule.val_dataloader(),
-        }
-        trainer.fit(module, **loaders, ckpt_path=resume_from, weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        last_loss = trainer.callback_metrics.get("train/loss")  # each stage starts them afresh
         if record.validated_at != trainer.global_step:
-            # trainer.max_steps cut the last epoch short, and Lightning validates only after
+            # The last epoch was cut short (trainer.max_steps) and Lightning validates after
             # whole epochs: validate the final weights, so val/* describes the returned model.
-            trainer.validate(module, dataloaders=loaders["val_dataloaders"], verbose=False)
-        steps, epochs = trainer.global_step, trainer.current_epoch
-        (test,) = trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
-        losses = curve.values()
-    last_loss = curve.last if curve.last is not None else position["last_loss"]
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    train_loss = {"train/loss": float(last_loss)} if last_loss is not None else {}
     return FitResult(
         model=model,
-        step_losses=losses,
-        metrics={"train/loss": last_loss, **record.val_metrics, **test},
+        step_losses=torch.stack(record.losses) if record.losses else torch.zeros(0),
+        metrics={**train_loss, **val, **test},
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+    )
+
+
+def raw_device(trainer: DictConfig) -> torch.device:
+    """The device that `trainer.accelerator` names, as Lightning would pick it."""
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    return torch.device({"gpu": "cuda"}.get(accelerator, accelerator))
+
+
+def fit_raw(cfg: DictConfig, loggers: Sequence[Logger]) -> FitResult:
+    """Train, validate and test with the textbook loop (`mlplab.reference`).
+
+    It logs the same tags at the same steps as Lightning (`train/loss` every
+    `trainer.log_every_n_steps` steps, `val/*` after each epoch at its last step, `test/*`
+    at the end) and writes the final weights as `checkpoints/last.ckpt`.
+    """
+    device = raw_device(cfg.trainer)
+    task, num_classes, t = cfg.data.task, cfg.data.get("num_classes"), cfg.trainer
+    model = build_model(cfg).to(device)
+    optimizer = optimizer_factory(cfg)(model.parameters())
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    train_loader = datamodule.train_dataloader()
+    accumulate = t.get("accumulate_grad_batches") or 1
+    max_steps = t.max_steps
+    total_steps = t.max_epochs * math.ceil(len(train_loader) / accumulate)
+    total_steps = min(total_steps, max_steps) if max_steps > 0 else total_steps
+    scheduler = scheduler_config(cfg)
+    if scheduler:
+        scheduler = build_scheduler(scheduler, optimizer, total_steps)
+    val_metrics = EpochMetrics(task, num_classes, prefix="val").to(device)
+    losses: list[Tensor] = []
+    state = {"val": {}, "validated_at": -1, "epoch": 0}
+    log_every = t.get("log_every_n_steps") or 50
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        for logger in loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def on_step(step: int, loss: Tensor) -> None:
+        losses.append(loss)
+        value = loss.item()
+        if not math.isfinite(value):
+            log({"train/loss": value, "epoch": state["epoch"]}, step - 1)
+            raise Diverged(step - 1, value)
+        if step % log_every == 0:
+            log({"train/loss": value, "epoch": state["epoch"]}, step - 1)
+
+    def on_epoch(epoch: int, step: int) -> dict[str, float]:
+        state["val"] = reference.evaluate(model, datamodule.val_dataloader(), val_metrics, device)
+        state["validated_at"], state["epoch"] = step, epoch + 1
+        log({**state["val"], "epoch": epoch}, step - 1)
+        return state["val"]
+
+    steps, epochs = reference.train(
+        model,
+        optimizer,
+        loss_function(task),
+        train_loader,
+        max_epochs=t.max_epochs,
+        max_steps=max_steps,
+        scheduler=scheduler,
+        clip_val=t.get("gradient_clip_val"),
+        clip_algorithm=t.get("gradient_clip_algorithm") or "norm",
+        accumulate=accumulate,
+        on_step=on_step,
+        on_epoch=on_epoch,
+        device=device,
+    )
+    if state["validated_at"] != steps:
+        state["val"] = reference.evaluate(model, datamodule.val_dataloader(), val_metrics, device)
+        log({**state["val"], "epoch": epochs}, steps)
+    test_metrics = EpochMetrics(task, num_classes, prefix="test").to(device)
+    test = reference.evaluate(model, datamodule.test_dataloader(), test_metrics, device)
+    log({**test, "epoch": epochs}, steps)
+    if t.get("enable_checkpointing", True):
+        weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        payload = {"state_dict": weights, "global_step": steps, "epoch": epochs}
+        replace_atomically(path, lambda file: torch.save(payload, file))
+    for logger in loggers:
+        logger.save()
+    last = {"train/loss": losses[-1].item()} if losses else {}
+    return FitResult(
+        model=model,
+        step_losses=torch.stack(losses) if losses else torch.zeros(0),
+        metrics={**last, **state["val"], **test},
         epochs=epochs,
         steps=steps,
     )
-
-
-def read_position(checkpoint_path: Path | None) -> dict:
-    """Where a run resumes: the "position" a checkpoint recorded, or the very start."""
-    if checkpoint_path is None:
-        return {"step": 0, "epoch": 0, "batch": 0, "last_loss": None}
-    checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
-    return checkpoint[STATE_KEY]["position"]

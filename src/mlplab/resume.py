@@ -1,36 +1,32 @@
-"""Exact resume: what a checkpoint records besides weights, and how a run's logs roll back to it.
+"""Exact resume: what a checkpoint needs besides Lightning's own state, and the logs' roll-back.
 
-A checkpoint of mlplab holds, under the key "mlplab", everything needed to continue as if
-the run had never stopped, in types `torch.load(weights_only=True)` accepts:
-
-- `position`: optimizer steps taken, hence the epoch and the batch within it where training
-  resumes (the batch order itself is a function of the data seed and the epoch);
-- `rng`: the global torch, Python and NumPy random states;
-- `logs`: the size of every log file when the checkpoint was taken, after a flush.
-
-Log files only grow by appending. Cutting each back to its recorded size, and moving aside
-the files begun after the checkpoint, leaves exactly the points logged up to the checkpoint:
-the resumed run appends the rest, and no step is ever logged twice.
+Lightning's checkpoint holds the weights, the optimizer and scheduler, the loops' counters
+and (through `mlplab.data.EpochLoader.state_dict`) how far into its epoch the training
+loader was. `ExactResume` adds the global random states (a model with dropout draws from
+them) and keeps checkpoints and logs in step: a checkpoint is published only after the
+loggers were flushed (`mlplab.checkpoint.AtomicCheckpointIO`). On resume from a checkpoint
+taken after `step` optimizer steps, whatever the killed run logged at `step` or later is
+rolled back: TensorBoard's `purge_step`, and a CSV log's later rows dropped.
 """
 
 from __future__ import annotations
 
+import csv
 import random
-import shutil
 import sys
-from collections.abc import Sequence
+import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger
 
-STATE_KEY = "mlplab"
-LOG_DIRS = ("tensorboard", "csv")  # where the loggers of configs/logger/ write, in a job dir
+from mlplab.checkpoint import AtomicCheckpointIO
 
 
 def rng_states() -> dict[str, Any]:
-    """The global random states, as tensors, ints and lists only."""
+    """The global random states, as tensors, ints and lists only (weights_only loads them)."""
     version, internal, gauss = random.getstate()
     # Python's 625-int state as one tensor: pickling 625 ints costs more than the weights.
     python = [version, torch.tensor(internal, dtype=torch.int64), gauss]
@@ -57,74 +53,90 @@ def restore_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def log_sizes(job_dir: Path, loggers: Sequence[Logger]) -> dict[str, int]:
-    """Flush every logger, then the size of each of the job's log files, by relative path."""
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.flush()  # not logger.save(): that rewrites hparams.yaml too
-        else:
-            logger.save()  # CSV: append the buffered rows
-    return {
-        str(path.relative_to(job_dir)): path.stat().st_size
-        for name in LOG_DIRS
-        for path in sorted((job_dir / name).rglob("*"))
-        if path.is_file() and (path.name.startswith("events.out.tfevents") or path.suffix == ".csv")
-    }
+class ExactResume(L.Callback):
+    """Random states in every checkpoint; checkpoints published only once the logs hold all
+    that came before them (see the module's docstring)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        restore_rng(state_dict["rng"])
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        loop_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        self.loader_states = loop_state.get("combined_loader", [])
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning gives a resumable training loader its saved position when it creates the
+        # loader, after reading the checkpoint. But a module that asks for
+        # `trainer.estimated_stepping_batches` in configure_optimizers (OneCycleLR's total
+        # steps) makes Lightning create the loader before that, and the position is then
+        # never given (Lightning 2.6). Give it here (again), before the first batch is drawn.
+        loader, states = trainer.train_dataloader, getattr(self, "loader_states", [])
+        if states and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(states[0])
+
+    def publish(self, trainer: L.Trainer) -> None:
+        """Flush the loggers, then give the checkpoints written since their real names."""
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO) and io.pending:
+            for logger in trainer.loggers:
+                logger.save()
+            io.publish()
+
+    # A checkpoint saved at the end of a batch precedes that batch's log entries (Lightning
+    # logs after every callback's on_train_batch_end): publish it at the next hook.
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.publish(trainer)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.publish(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.publish(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.publish(trainer)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.publish(trainer)
 
 
-def checkpoint_state(
-    step: int,
-    steps_per_epoch: int,
-    validated: bool,
-    last_loss: float | None,
-    job_dir: Path,
-    loggers: Sequence[Logger],
-) -> dict[str, Any]:
-    """The "mlplab" entry of a checkpoint taken after `step` optimizer steps.
+def checkpoint_step(path: Path) -> int:
+    """The optimizer steps a checkpoint was taken after."""
+    return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
 
-    `validated` says whether validation already ran on these weights (it has, after a whole
-    epoch); `last_loss` is the training loss of step `step`, for the final metrics.
+
+def wait_for_a_new_second(job_dir: Path) -> None:
+    """Wait until the clock has passed the creation second of every event file in `job_dir`.
+
+    TensorBoard reads a run's event files in name order, and a name begins with the second
+    the file was created, then host, pid and a counter, compared as text. A resumed run's
+    file must sort after the files it purges, so it is not created in the same second.
     """
-    epoch, batch = divmod(step, steps_per_epoch)
-    position = {"step": step, "epoch": epoch, "batch": batch, "steps_per_epoch": steps_per_epoch}
-    return {
-        "position": position | {"validated": validated, "last_loss": last_loss},
-        "rng": rng_states(),
-        "logs": log_sizes(job_dir, loggers),
-    }
+    seconds = [int(p.name.split(".")[3]) for p in job_dir.rglob("events.out.tfevents.*")]
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.05)
 
 
-def roll_back_logs(job_dir: Path, sizes: dict[str, int]) -> list[Path]:
-    """Cut the job's log files back to `sizes`; move files begun later into `rolled_back/`.
+def roll_back_csv(logger: CSVLogger, step: int) -> None:
+    """Keep only the rows a CSV logger wrote before `step`, before it logs again.
 
-    Returns the files moved aside. A CSV file is moved aside too, cut back first: Lightning's
-    CSV writer would otherwise delete it when the resumed run starts a fresh metrics.csv.
+    Lightning's CSV writer deletes an existing metrics.csv when it starts: so the rows are
+    read first, then logged again through the logger, which writes them back.
     """
-    moved = []
-    aside = job_dir / "rolled_back"
-    for name in LOG_DIRS:
-        for path in sorted((job_dir / name).rglob("*")):
-            relative = str(path.relative_to(job_dir))
-            is_log = path.name.startswith("events.out.tfevents") or path.suffix == ".csv"
-            if not path.is_file() or not is_log:
-                continue
-            if relative in sizes:
-                with open(path, "r+b") as file:
-                    file.truncate(sizes[relative])
-                if path.suffix != ".csv":
-                    continue
-            target = aside / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                target = target.with_name(
-                    f"{target.stem}-{len(list(target.parent.iterdir()))}{target.suffix}"
-                )
-            shutil.move(path, target)
-            moved.append(target)
-    return moved
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if int(row["step"]) < step]
+    for row in rows:
+        values = {key: number(value) for key, value in row.items() if key != "step" and value}
+        logger.log_metrics(values, step=int(row["step"]))
+    logger.save()
 
 
-def remove_stale_temporaries(directory: Path) -> None:
-    """Delete the half-written checkpoints of killed processes (`checkpoint.replace_atomically`)."""
-    for path in directory.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+def number(text: str) -> int | float:
+    """A CSV cell as the number it was logged as (an epoch is an int, a loss a float)."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)

@@ -8,27 +8,42 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mlplab import ddp
-from mlplab.checkpoint import write_json
-from mlplab.curves import Diverged
-from mlplab.fit import fit_lightning
-from mlplab.reference import fit_reference
-from mlplab.resume import STATE_KEY, remove_stale_temporaries, roll_back_logs
+from mlplab.checkpoint import remove_stale_temporaries, replace_atomically, write_json
+from mlplab.fit import Diverged, FitResult, build_callbacks, fit_lightning, fit_raw
+from mlplab.resume import checkpoint_step, roll_back_csv, wait_for_a_new_second
 from mlplab.tasks import SCORE_NAMES
 
-ENGINES = {"lightning": fit_lightning, "raw": fit_reference}
 CONFIG_FILE = "config.yaml"  # the job's resolved config, beside its metrics.json (see evaluate.py)
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """The experiment loggers of the `logger/` group (none for `logger=none`)."""
-    return [instantiate(options) for options in (cfg.get("logger") or {}).values()]
+def run_engine(
+    cfg: DictConfig, loggers: Sequence[Logger], ckpt_path: Path | None = None
+) -> FitResult:
+    """Train `cfg` with its engine (`engine=lightning` or `engine=raw`)."""
+    if cfg.engine == "raw":
+        return fit_raw(cfg, loggers)
+    return fit_lightning(cfg, loggers, build_callbacks(cfg), ckpt_path)
+
+
+def build_loggers(cfg: DictConfig, purge_step: int | None = None) -> list[Logger]:
+    """The experiment loggers of the `logger/` group (none for `logger=none`).
+
+    With `purge_step` (a resumed run), TensorBoard hides what the run logged from that step
+    on before it stopped; the resumed run logs it again.
+    """
+    loggers = []
+    for options in (cfg.get("logger") or {}).values():
+        tensorboard = issubclass(get_class(options._target_), TensorBoardLogger)
+        extra = {"purge_step": purge_step} if tensorboard and purge_step is not None else {}
+        loggers.append(instantiate(options, **extra))
+    return loggers
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, str | int | float | bool]:
@@ -43,18 +58,18 @@ def hyperparameters(cfg: DictConfig) -> dict[str, str | int | float | bool]:
     values = {}
     for group in ("data", "model", "optimizer", "activation", "trainer"):
         for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
-            if not key.startswith("_"):  # TensorBoard takes numbers, booleans and strings
+            if not key.startswith("_") and value is not None:  # TensorBoard: numbers, bools, text
                 plain = isinstance(value, int | float | bool)
                 values[f"{group}.{key}"] = value if plain else str(value)
     return {**choices, **values}
 
 
-def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
+def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
     """Record the run's hyperparameters, so TensorBoard's HParams tab can compare runs.
 
     The HParams tab shows, for each run, the last value of the metric tags named here: the
     real final val/test losses and scores. Nothing is logged under a placeholder such as
-    Lightning's default `hp_metric`.
+    Lightning's default `hp_metric` (which `log_hyperparams(params, metrics)` would write).
     """
     params = hyperparameters(cfg)
     score = SCORE_NAMES[cfg.data.task]
@@ -62,31 +77,35 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
     for logger in loggers:
         logger.log_hyperparams(params)  # hparams.yaml; no metrics, so no extra scalar points
         if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams
             for summary in hparams(params, metrics):  # values unused: only the tag names count
-                writer.add_summary(summary)
+                logger.experiment.file_writer.add_summary(summary)
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) -> dict[str, float]:
     """Train, validate and test as `cfg` says; keep `<paths.output_dir>/metrics.json` current.
 
     metrics.json says "running" while the job runs, then "completed", "diverged" (a
-    non-finite loss stopped it; the step is recorded) or "failed" (any other error; the
-    traceback goes to error.txt beside it). Errors are re-raised after recording. With
-    `resume`, a killed run continues in its own directory from its last checkpoint.
-    `overrides` (the job's command-line overrides) are recorded so a sweep's runs can be
-    told apart without parsing directory names.
+    non-finite loss stopped it; the step is recorded), "failed" (any other error; the
+    traceback goes to error.txt beside it) or "interrupted" (Ctrl-C). Errors are re-raised
+    after recording. With `resume`, the run in `cfg.paths.output_dir` continues from its last
+    checkpoint (to a larger `trainer.max_epochs`, too). `overrides` (the job's command-line
+    overrides) are recorded so a sweep's runs can be told apart without parsing names.
     """
     output_dir = Path(cfg.paths.output_dir)
     checkpoint = output_dir / "checkpoints" / "last.ckpt"
     if rank_zero_only.rank > 0:
         # A data-parallel rank started by torchrun or SLURM, not by us: train, write nothing.
-        resume_from = checkpoint if resume and checkpoint.exists() else None
-        return ENGINES[cfg.engine](cfg, [], checkpoint.parent, resume_from).metrics
-    resume_from = prepare_resume(output_dir, checkpoint) if resume else None
-    if not resume:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, output_dir / CONFIG_FILE, resolve=True)  # for resume= and eval.py
+        ckpt_path = checkpoint if resume and checkpoint.exists() else None
+        return run_engine(cfg, build_loggers(cfg), ckpt_path).metrics
+    ckpt_path, purge_step = None, None
+    if resume:
+        remove_stale_temporaries(checkpoint.parent)
+        ckpt_path = checkpoint if checkpoint.exists() else None
+        purge_step = checkpoint_step(checkpoint) if ckpt_path else 0  # 0: start over
+        wait_for_a_new_second(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    yaml = OmegaConf.to_yaml(cfg, resolve=True)  # for resume= and eval.py
+    replace_atomically(output_dir / CONFIG_FILE, lambda file: file.write(yaml.encode()))
     summary: dict = {
         "status": "running",
         "engine": cfg.engine,
@@ -94,12 +113,17 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
         "torch_threads": torch.get_num_threads(),  # results can depend on it (summation order)
     }
     write_json(summary, output_dir / "metrics.json")
-    loggers = build_loggers(cfg)
-    log_hyperparameters(loggers, cfg)
+    loggers = build_loggers(cfg, purge_step)
+    if resume:
+        for logger in loggers:
+            if isinstance(logger, CSVLogger):
+                roll_back_csv(logger, purge_step)
+    if not purge_step:  # a new run, or one started over: its hparams are not in the logs
+        log_hyperparameters(loggers, cfg)
     started = time.perf_counter()
     try:
-        with ddp.workers(cfg, output_dir, resume_from):  # data-parallel ranks 1…n-1, if any
-            result = ENGINES[cfg.engine](cfg, loggers, checkpoint.parent, resume_from)
+        with ddp.workers(cfg, output_dir, ckpt_path):  # data-parallel ranks 1…n-1, if any
+            result = run_engine(cfg, loggers, ckpt_path)
     except BaseException as error:
         summary |= failure_summary(error, output_dir)
         summary["wall_time_s"] = round(time.perf_counter() - started, 3)
@@ -128,18 +152,3 @@ def failure_summary(error: BaseException, output_dir: Path) -> dict:
         return {"status": "interrupted", "error": type(error).__name__}
     (output_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
     return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-
-
-def prepare_resume(output_dir: Path, checkpoint: Path) -> Path | None:
-    """Make a killed run's directory ready to continue; return the checkpoint to resume from.
-
-    The logs are cut back to what they held when the checkpoint was taken; without a
-    checkpoint, the run starts again from nothing, its earlier logs moved aside.
-    """
-    remove_stale_temporaries(checkpoint.parent)
-    if not checkpoint.exists():
-        roll_back_logs(output_dir, {})
-        return None
-    state = torch.load(checkpoint, weights_only=True, map_location="cpu")[STATE_KEY]
-    roll_back_logs(output_dir, state["logs"])
-    return checkpoint
