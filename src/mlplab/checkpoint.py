@@ -16,23 +16,22 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def write_durably(path: Path, write: Any) -> None:
-    """Call `write(file)` on `path`, then fsync it."""
+# Atomic against a killed process (what exact resume relies on): a file is written in full
+# under a temporary name, then renamed. Not fsynced: file and directory fsyncs took ~8 ms
+# per checkpoint on the 2-core CI machine (median of 30; up to 20 ms), ~6% of a 64/64 epoch
+# of the default data, and only a power cut or an OS crash needs them.
+
+
+def write_whole(path: Path, write: Any) -> None:
+    """Call `write(file)` on `path`, whole, before anything else happens to it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as file:
         write(file)
-        file.flush()
-        os.fsync(file.fileno())
 
 
-def rename_durably(source: Path, target: Path) -> None:
-    """`os.replace` (atomic within a directory), then fsync the directory: the rename sticks."""
+def rename_atomically(source: Path, target: Path) -> None:
+    """`os.replace`: atomic within a directory, so a reader sees the old file or the new one."""
     os.replace(source, target)
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def replace_atomically(path: Path, write: Any) -> None:
@@ -40,8 +39,8 @@ def replace_atomically(path: Path, write: Any) -> None:
     path = Path(path)
     tmp = temporary_path(path)
     try:
-        write_durably(tmp, write)
-        rename_durably(tmp, path)
+        write_whole(tmp, write)
+        rename_atomically(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -61,7 +60,7 @@ def remove_stale_temporaries(directory: Path) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made atomic, and published only once the logs caught up.
 
-    A checkpoint is written in full to a hidden temporary file and fsynced; it takes its
+    A checkpoint is written in full to a hidden temporary file; it takes its
     real name (atomically) at `publish()`, which `mlplab.resume.ExactResume` calls right
     after flushing the loggers at the next training hook. So a checkpoint on disk never
     runs ahead of the logs: a run resumed from it finds every point logged before it, and
@@ -77,13 +76,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         tmp = temporary_path(path)
-        write_durably(tmp, lambda file: torch.save(checkpoint, file))
+        write_whole(tmp, lambda file: torch.save(checkpoint, file))
         self.pending[path] = tmp
 
     def publish(self) -> None:
         """Give every checkpoint written since the last call its real name."""
         for path, tmp in self.pending.items():
-            rename_durably(tmp, path)
+            rename_atomically(tmp, path)
         self.pending.clear()
 
     def remove_checkpoint(self, path: str | Path) -> None:

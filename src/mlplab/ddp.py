@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
 
@@ -61,7 +61,7 @@ def workers(cfg: DictConfig, job_dir: Path, ckpt_path: Path | None) -> Iterator[
         "WORLD_SIZE": str(count),
         "NODE_RANK": "0",
     }
-    command = [sys.executable, "-m", "mlplab.ddp", str(job_dir)]
+    command = [sys.executable, "-m", "mlplab.train", str(job_dir)]  # see mlplab.train.worker
     if ckpt_path is not None:
         command.append(str(ckpt_path))
     processes = [
@@ -85,32 +85,3 @@ def workers(cfg: DictConfig, job_dir: Path, ckpt_path: Path | None) -> Iterator[
             dist.destroy_process_group()  # the next job of a sweep starts a group of its own
     if any(codes):
         raise RuntimeError(f"data-parallel workers exited with codes {codes}")
-
-
-def worker(job_dir: Path, ckpt_path: Path | None) -> None:
-    """One data-parallel worker (rank > 0): train the job's saved config, write nothing.
-
-    It builds the same callbacks as rank 0 (ModelCheckpoint, EarlyStopping, … take part in
-    collective calls); its loggers are inert off rank 0, as Lightning makes them.
-    """
-    import torch.distributed as dist
-
-    from mlplab.fit import Diverged
-    from mlplab.train import CONFIG_FILE, build_loggers, run_engine
-
-    cfg = OmegaConf.load(job_dir / CONFIG_FILE)
-    code = 0
-    try:
-        run_engine(cfg, build_loggers(cfg), ckpt_path)
-    except Diverged:  # rank 0 stops at the same step and reports it
-        code = 3
-    finally:
-        # Leave the process group before exiting: a gloo group still alive at interpreter
-        # exit can abort the process ("terminate called without an active exception").
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    worker(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)

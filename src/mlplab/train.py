@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -152,3 +153,30 @@ def failure_summary(error: BaseException, output_dir: Path) -> dict:
         return {"status": "interrupted", "error": type(error).__name__}
     (output_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
     return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def worker(job_dir: Path, ckpt_path: Path | None) -> None:
+    """One data-parallel worker (rank > 0, started by `mlplab.ddp.workers`): train the job's
+    saved config, write nothing.
+
+    It builds the same callbacks as rank 0 (ModelCheckpoint, EarlyStopping, … take part in
+    collective calls); its loggers are inert off rank 0, as Lightning makes them.
+    """
+    import torch.distributed as dist
+
+    cfg = OmegaConf.load(job_dir / CONFIG_FILE)
+    code = 0
+    try:
+        run_engine(cfg, build_loggers(cfg), ckpt_path)
+    except Diverged:  # rank 0 stops at the same step and reports it
+        code = 3
+    finally:
+        # Leave the process group before exiting: a gloo group still alive at interpreter
+        # exit can abort the process ("terminate called without an active exception").
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
