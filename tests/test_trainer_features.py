@@ -83,7 +83,8 @@ def test_fast_dev_run_trains_validates_and_tests_one_batch(make_cfg, tmp_path) -
     train(make_cfg(*SMALL, "debug=fdr", tiny=False))
     done = summary(tmp_path)
     assert done["status"] == "completed" and done["steps"] == 1
-    assert math.isfinite(done["metrics"]["val/loss"]) and math.isfinite(done["metrics"]["test/loss"])
+    metrics = done["metrics"]
+    assert math.isfinite(metrics["val/loss"]) and math.isfinite(metrics["test/loss"])
 
 
 def test_limit_train_batches_counts_optimizer_steps(make_cfg, tmp_path) -> None:
