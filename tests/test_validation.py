@@ -227,6 +227,7 @@ GOOD_INPUTS = [
     ["+trainer.max_time=00:00:10:00"],  # not listed: "+", and Lightning judges the value
     ["+trainer.min_steps=5", "+trainer.inference_mode=false"],
     ["trainer.max_epochs=-1", "trainer.max_steps=100"],
+    ["engine=raw"],  # the default callbacks: the raw loop does their jobs its own way
     ["engine=raw", "trainer.gradient_clip_val=1"],
     ["engine=raw", "trainer.accumulate_grad_batches=4", "trainer.log_every_n_steps=1"],
     ["engine=raw", "trainer.overfit_batches=0"],  # Lightning's default: nothing to honour

@@ -561,9 +561,14 @@ def raw_problems(values: dict[str, Any], container: dict[str, Any]) -> list[str]
     found += [
         f"callbacks.{name}: engine=raw runs no Lightning callbacks; use engine=lightning"
         for name in container.get("callbacks") or {}
-        if name != "model_checkpoint"  # the raw loop writes last.ckpt itself
+        if name not in RAW_IGNORES
     ]
     return found
+
+
+# The default callbacks' jobs, which the raw loop does its own way: it writes last.ckpt
+# itself at the end, and shows no progress bar.
+RAW_IGNORES = ("model_checkpoint", "progress_bar")
 
 
 def validate(cfg: DictConfig) -> None:
