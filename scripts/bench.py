@@ -12,10 +12,9 @@ default config: regression, Adam, ReLU), measured round-robin, repeated:
            checkpoints, model summary or extra callbacks. The floor of any Lightning path.
   mlplab   mlplab's default path as `python train.py` runs it: `fit_lightning` with the
            config's loggers (TensorBoard, in a temporary directory) and callbacks (last.ckpt
-           every epoch), mlplab's own callbacks and Lightning's default progress bar (Rich's,
-           as rich is installed). Its stdout goes to /dev/null, so the bar's lines do not bury
-           the table: the bar's bookkeeping is measured, as in a sweep or a job logging to a
-           file, but not its drawing, which only a terminal gets (up to 100 redraws a second).
+           every epoch, the TQDM progress bar redrawn every 20 steps), and mlplab's own
+           callbacks. Its stdout goes to /dev/null, so the bar's lines do not bury the
+           table: the bar's bookkeeping is measured, but not its drawing on a terminal.
 
 Each run trains 3 epochs, the first a warm-up. steps/s count the time from the start of the
 second epoch to the end of training (Lightning's `on_train_end`; for raw, the return of

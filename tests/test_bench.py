@@ -19,8 +19,8 @@ def test_bench_measures_every_path_and_ends_with_the_json_line(monkeypatch, caps
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "SIZES", {"64": (8, 16), "4096": (16, 32)})  # tiny, same code
-    measure = bench.measure  # one round; fewer steps than log_every_n_steps (10) warn
-    monkeypatch.setattr(bench, "measure", lambda size, steps, repeats: measure(size, 10, 1))
+    measure = bench.measure  # one round; fewer steps than log_every_n_steps (15) warn
+    monkeypatch.setattr(bench, "measure", lambda size, steps, repeats: measure(size, 15, 1))
     monkeypatch.setattr(bench, "process_seconds", lambda arguments, repeats: 0.5)
     monkeypatch.setattr(sys, "argv", ["bench.py", "--quick"])
     bench.main()

@@ -62,8 +62,8 @@ def test_single_run_with_defaults(tmp_path, engine_args) -> None:
     assert "final metrics" in output and "val/loss" in output
     runs = tensorboard_runs(tmp_path / "run")
     assert list(runs) == ["tensorboard"]
-    # every trainer.log_every_n_steps (10) optimizer steps, the README's default
-    assert runs["tensorboard"]["train/loss"] == list(range(9, summary["steps"], 10))
+    # every trainer.log_every_n_steps (15) optimizer steps, the README's default
+    assert runs["tensorboard"]["train/loss"] == list(range(14, summary["steps"], 15))
 
 
 def test_one_job_multirun(tmp_path) -> None:
