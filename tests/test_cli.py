@@ -239,13 +239,12 @@ def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_
 
 
 def test_homework_experiment_is_one_command(tmp_path) -> None:
-    output = run_train(
+    output = run_train(  # no -m: the experiment declares itself a sweep
         "experiment=homework",
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
         "data.num_samples=400",
         f"hydra.sweep.dir={tmp_path}",
-        "-m",
     )
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
