@@ -262,7 +262,8 @@ def unknown_options(arguments: Sequence[str]) -> list[str]:
     for argument in arguments:
         group, equals, value = argument.partition("=")
         hydra_group = group.split("/")[0] == "hydra"  # options also come from Hydra's plugins
-        if not equals or not (CONFIG_DIR / group).is_dir() or hydra_group or "(" in value:
+        plain = group and equals and (CONFIG_DIR / group).is_dir()
+        if not plain or hydra_group or "(" in value:
             continue
         options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         for option in value.removeprefix("[").removesuffix("]").split(","):  # a, a,b or [a,b]
@@ -381,7 +382,100 @@ def run() -> None:
             return
         if found := bad_values(arguments):
             raise ConfigError("\n".join(found))
+        flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments)
+        if not flags and (found := composition_problems(arguments)):  # --cfg etc.: Hydra's
+            raise ConfigError("\n".join(found))
     main()
+
+
+def composition_problems(arguments: Sequence[str]) -> list[str]:
+    """What stops Hydra from composing the config, one line each, with a did-you-mean.
+
+    Hydra would say it in several lines (or a traceback) and exit 1, the code of a failed
+    job: a word that is not `key=value`, bad override syntax, a key the config lacks (without
+    `+`). A sweep is tried with the first value of each swept key; every job is checked in
+    full later (`SweepGuard`).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    words = [a for a in arguments if a not in ("-m", "--multirun")]
+    stray = [w for w in words if w.startswith("=") or ("=" not in w and not w.startswith("~"))]
+    found = (
+        [
+            f"{' '.join(stray)}: not key=value; write overrides with no spaces around = "
+            "(e.g. optimizer=sgd)"
+        ]
+        if stray
+        else []
+    )
+    parser, overrides = OverridesParser.create(), []
+    for word in words:
+        if word in stray:
+            continue
+        try:
+            (override,) = parser.parse_overrides([word])
+        except OverrideParseException as error:
+            lines = [line for line in str(error).splitlines() if not line.startswith("See ")]
+            reason = lines[-1].split(" expecting ")[0].strip()
+            found.append(f"{word}: Hydra cannot parse it ({reason})")
+            continue
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()), "")
+            word = f"{override.get_key_element()}={first}"
+        overrides.append(word)
+    if found:
+        return found
+    refused: dict[str, str] = {}
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        while True:
+            kept = [o for o in overrides if o not in refused]
+            try:
+                cfg = compose("train", overrides=[*kept, "paths.output_dir=not-created-yet"])
+                break
+            except ConfigCompositionException as error:
+                culprit = next((o for o in kept if f"'{o.partition('=')[0]}'" in str(error)), None)
+                if culprit is None:
+                    return [str(error).splitlines()[0]]
+                refused[culprit] = str(error)
+    groups = [p.name for p in CONFIG_DIR.iterdir() if p.is_dir()]
+    known = list(dict.fromkeys([key for key, _ in leaves_of(cfg)] + groups))
+    found = [unknown_key_line(override, known) for override in refused]
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as error:  # an interpolation that cannot be resolved (${oops}, ~seed)
+        key = getattr(error, "full_key", "") or "the config"
+        found.append(f"{key}: cannot be resolved: {str(error).splitlines()[0]}")
+    return found
+
+
+def leaves_of(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every key in a config, groups' nodes included."""
+    for key, value in node.items_ex(resolve=False) if OmegaConf.is_dict(node) else []:
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        yield dotted, value
+        if OmegaConf.is_dict(value):
+            yield from leaves_of(value, dotted)
+
+
+def unknown_key_line(override: str, known: Sequence[str]) -> str:
+    """`key=value` names a key the config lacks: say so, with the closest keys it has."""
+    import difflib
+
+    key, _, value = override.lstrip("~").partition("=")
+    parent, _, name = key.rpartition(".")
+    siblings = [k for k in known if k.rpartition(".")[0] == parent and k != key]
+    same_name = [k for k in known if k.rsplit(".", 1)[-1] == name and k != key]
+    close = difflib.get_close_matches(key, siblings, n=2, cutoff=0.75) or same_name[:2]
+    if close:
+        hint = f"did you mean {' or '.join(close)}? "
+    elif parent in known:
+        names = [k.rsplit(".", 1)[-1] for k in siblings if not k.rsplit(".", 1)[-1].startswith("_")]
+        hint = f"{parent} has {', '.join(names)}; "
+    else:
+        hint = ""
+    return f"unknown key {key} (={value}): {hint}a new key needs a +: +{key}={value}"
 
 
 # Hydra's default sweeper, named as configs name it (a string: no import of Hydra's internals).

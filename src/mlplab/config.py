@@ -40,10 +40,19 @@ class Rule:
     allowed: str
 
 
+def looks_like_a_number(text: str) -> bool:
+    """Whether a string reads as a number: shown quoted, so '2026' is told from 2026."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def render(value: Any) -> str:
     """A value as the user would type it on the command line."""
     if isinstance(value, str):
-        return repr(value) if value == "" or " " in value else value
+        return repr(value) if value == "" or " " in value or looks_like_a_number(value) else value
     if value is None:
         return "null"
     if isinstance(value, bool):
