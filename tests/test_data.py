@@ -105,8 +105,9 @@ def test_loader_with_workers_yields_the_same_batches(make_cfg) -> None:
             assert torch.equal(x0, x2) and torch.equal(y0, y2)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize(("replicas", "served"), [(1, 0), (1, 2), (2, 0), (2, 3)])
+@pytest.mark.parametrize(
+    ("workers", "replicas", "served"), [(0, 1, 0), (0, 1, 2), (0, 2, 0), (0, 2, 3), (2, 2, 3)]
+)
 def test_loader_resumes_after_the_batches_its_state_says_were_served(
     make_cfg, workers, replicas, served
 ):
