@@ -108,6 +108,8 @@ def test_sweep_jobs_are_named_by_their_overrides_in_command_line_order() -> None
     assert job_name(["optimizer=sgd", "activation=tanh"]) == "optimizer=sgd,activation=tanh"
     assert job_name(["data.root=/a/b"]) == "data.root=_a_b"  # never a nested directory
     assert job_name([]) == "defaults"
+    long = job_name(["+note=" + "😀" * 70])  # 286 bytes: over the file system's 255 a name
+    assert len(long.encode()) <= 120 and long.startswith("+note=😀")
 
 
 def test_help_lists_every_group_and_option() -> None:

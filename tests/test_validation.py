@@ -91,6 +91,11 @@ BAD_INPUTS = [
     (["resume=no/such/run"], "resume=no/such/run", 2),
     (["init_from=no/such.ckpt"], "init_from=no/such.ckpt: no such checkpoint file", 2),
     (["optimizer=adma"], "optimizer=adma: there is no such option", 2),
+    # a logger's directory stays inside the job's (or a sweep's logs land in its neighbours')
+    (["logger.tensorboard.name=../../../../x"], "logger.tensorboard.name=../../../../x", 2),
+    (["logger.tensorboard.version=../x"], "logger.tensorboard.version=../x", 2),
+    (["logger=csv", "logger.csv.name=/tmp/elsewhere"], "logger.csv.name=/tmp/elsewhere", 2),
+    (["logger.tensorboard.save_dir=/tmp"], "logger.tensorboard.save_dir=/tmp is not allowed", 2),
 ]
 # Mistakes Hydra itself would stop at (exit 1, several lines, or a traceback), answered by mlplab:
 HYDRA_MISTAKES = [

@@ -32,7 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from mlplab.config import COMMON, ConfigError, problems, render, validate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-JOB_NAME_MAX = 120  # characters of the overrides kept in a sweep job's directory name
+# Bytes of the overrides kept in a sweep job's directory name: file systems allow 255 bytes
+# a name (not characters: an emoji takes 4), and Hydra puts the job's number before it.
+JOB_NAME_MAX = 120
 EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3}
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,8 @@ def job_name(overrides: Sequence[str]) -> str:
     `["optimizer=sgd", "activation=tanh"]` → `optimizer=sgd,activation=tanh`; slashes become
     underscores so a value never opens a subdirectory.
     """
-    name = ",".join(overrides).replace("/", "_")[:JOB_NAME_MAX]
-    return name or "defaults"
+    name = ",".join(overrides).replace("/", "_").encode()[:JOB_NAME_MAX]
+    return name.decode(errors="ignore") or "defaults"  # "ignore": a character cut in two
 
 
 _created: dict[str, str] = {}

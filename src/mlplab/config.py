@@ -18,9 +18,10 @@ import functools
 import importlib
 import inspect
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -204,19 +205,29 @@ SCHEDULER_RULES = {
     "name": optional(TEXT),
     "strict": BOOLEAN,
 }
+
+
+def inside(text: Any) -> bool:
+    """A relative path that stays below where it starts (no "..", not absolute)."""
+    path = PurePath(text) if isinstance(text, str) else None
+    return path is not None and not path.is_absolute() and ".." not in path.parts
+
+
+# A logger's directory is save_dir/name/version: each must keep it inside the job's directory.
+INSIDE = Rule(inside, 'a relative path inside the job directory (no "..", not absolute)')
 LOGGERS = {
     "tensorboard": {
         "_target_": choice("lightning.pytorch.loggers.TensorBoardLogger"),
         "save_dir": TEXT,
-        "name": TEXT,
-        "version": Rule(lambda v: isinstance(v, str), "a string"),
+        "name": Rule(lambda v: v != "" and inside(v), INSIDE.allowed),
+        "version": INSIDE,
         "default_hp_metric": choice(False),
     },
     "csv": {
         "_target_": choice("lightning.pytorch.loggers.CSVLogger"),
         "save_dir": TEXT,
-        "name": TEXT,
-        "version": Rule(lambda v: isinstance(v, str), "a string"),
+        "name": Rule(lambda v: v != "" and inside(v), INSIDE.allowed),
+        "version": INSIDE,
     },
 }
 # Groups judged by signatures; every other key is flattened and judged by the rules above.
@@ -505,6 +516,15 @@ def scheduler_problems(scheduler: Any) -> list[str]:
 def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
     """Rules that relate several keys (run once every key and value is known to be fine)."""
     found = []
+    job = PurePath(os.path.normpath(os.path.abspath(values["paths.output_dir"])))
+    for key, value in values.items():
+        if key.startswith("logger.") and key.endswith(".save_dir"):
+            where = PurePath(os.path.normpath(os.path.abspath(value)))
+            if where != job and job not in where.parents:
+                found.append(
+                    f"{key}={render(value)} is not allowed: logs go inside the job directory "
+                    f"({values['paths.output_dir']}); keep save_dir: ${{paths.output_dir}}"
+                )
     n = values["data.num_samples"]
     val = int(n * values["data.val_fraction"])
     test = int(n * values["data.test_fraction"])
