@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib.image
@@ -114,3 +115,31 @@ def test_colour_follows_optimizer_style_activation_extra_keys_get_panels(sweep) 
 def test_smoothing_is_debiased() -> None:
     assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
     assert smooth([1.0])[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", "", "[1, 2]", '{"status": 5}', '{"status": "completed", "metrics": [1]}'],
+    ids=["bad-json", "empty", "a-list", "status-a-number", "metrics-a-list"],
+)
+def test_a_malformed_metrics_json_is_skipped_with_a_warning(sweep, tmp_path, caplog, text):
+    root = tmp_path / "copy"
+    shutil.copytree(sweep, root)
+    (root / "junk").mkdir()
+    (root / "junk" / "metrics.json").write_text(text)
+    rows, _ = write_report(root)
+    assert [row["run"] for row in rows] == list(JOBS)  # the good runs, all of them
+    assert "skipped" in caplog.text and "junk" in caplog.text
+    assert not list(root.glob(".*.tmp"))  # the report's files were written whole, then renamed
+
+
+def test_overrides_given_as_one_string_are_one_override(sweep, tmp_path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(sweep, root)
+    for name in JOBS:
+        path = root / name / "metrics.json"
+        summary = json.loads(path.read_text())
+        summary["overrides"] = summary["overrides"][0]  # "optimizer=sgd", not a list
+        path.write_text(json.dumps(summary))
+    rows, _ = write_report(root)
+    assert "optimizer" in rows[0] and "o" not in rows[0]

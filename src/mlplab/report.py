@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -42,7 +43,9 @@ class Run:
     @property
     def overrides(self) -> dict[str, str]:
         """`["optimizer=sgd", "+x=1"]` → `{"optimizer": "sgd", "x": "1"}`."""
-        pairs = (item.lstrip("+~").partition("=") for item in self.summary.get("overrides", []))
+        items = self.summary.get("overrides", [])
+        items = [items] if isinstance(items, str) else items  # one override, not its letters
+        pairs = (str(item).lstrip("+~").partition("=") for item in items)
         return {key: value for key, _, value in pairs}
 
 
@@ -71,9 +74,27 @@ def find_runs(root: Path) -> list[Run]:
     runs = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: natural_key(str(p))):
         job = path.parent
-        summary = json.loads(path.read_text())
+        summary = read_summary(path)
+        if summary is None:
+            continue
         runs.append(Run(str(job.relative_to(root)), summary, read_curves(job / "tensorboard")))
     return runs
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """A job's metrics.json, or None (with a warning) if it is not one mlplab could have written."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        log.warning("skipped %s: not readable JSON (%s)", path, error)
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
+        log.warning("skipped %s: not a job summary (no status)", path)
+        return None
+    if not isinstance(summary.get("metrics", {}), dict):
+        log.warning("skipped %s: its metrics are not a mapping", path)
+        return None
+    return summary
 
 
 def varying_keys(runs: Sequence[Run]) -> list[str]:
@@ -121,10 +142,18 @@ def display(value: Any) -> str:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Full precision, one row per run."""
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    write_atomically(path, buffer.getvalue().encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`data` into `path` through a temporary file: a kill leaves the old file or the new one."""
+    from mlplab.checkpoint import replace_atomically  # imported here: it brings torch
+
+    replace_atomically(path, lambda file: file.write(data))
 
 
 def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -277,8 +306,10 @@ def plot_curves(runs: Sequence[Run], path: Path, title: str) -> None:
         )
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
+    write_atomically(path, buffer.getvalue())
 
 
 def write_report(root: Path) -> tuple[list[dict[str, Any]], str]:
@@ -290,7 +321,7 @@ def write_report(root: Path) -> tuple[list[dict[str, Any]], str]:
     rows = summary_rows(runs)
     title = f"{len(runs)} run{'s' * (len(runs) != 1)} in {root}"
     write_csv(rows, root / "summary.csv")
-    (root / "summary.md").write_text(f"# {title}\n\n" + markdown_table(rows))
+    write_atomically(root / "summary.md", f"# {title}\n\n{markdown_table(rows)}".encode())
     plot_curves(runs, root / "loss_curves.png", title)
     return rows, title
 
