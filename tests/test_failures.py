@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,42 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path) -> None
     for sweep in sweeps:
         (job,) = [p for p in (tmp_path / "outputs" / "sweeps" / sweep).iterdir() if p.is_dir()]
         assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path) -> None:
+    """A second process in the same job directory is refused while the first trains; a new
+    run never goes into a directory that already holds one."""
+    run = ["trainer.max_epochs=1", "extras.print_config=false", f"hydra.run.dir={tmp_path}/run"]
+    assert run_train(tmp_path, *run).returncode == 0
+    again = run_train(tmp_path, *run)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    long = ["trainer.max_epochs=200", "extras.print_config=false", f"hydra.run.dir={tmp_path}/long"]
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *long], cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        while not (tmp_path / "long" / "metrics.json").exists():  # it has started training
+            assert first.poll() is None
+            time.sleep(0.05)
+        second = run_train(tmp_path, f"resume={tmp_path}/long", "trainer.max_epochs=300")
+        assert second.returncode == 2 and "being trained by another process" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    status = json.loads((tmp_path / "long" / "metrics.json").read_text())["status"]
+    assert status == "running"  # the refused resume wrote nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04torn"])
+def test_a_run_with_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path, content) -> None:
+    run = ["trainer.max_epochs=1", "extras.print_config=false", f"hydra.run.dir={tmp_path}/run"]
+    assert run_train(tmp_path, *run).returncode == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.write_bytes(content)
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    done = run_train(tmp_path, f"resume={tmp_path}/run", "trainer.max_epochs=2")
+    assert done.returncode == 2 and "cannot be read" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3 and "Traceback" not in done.stderr
+    assert (tmp_path / "run" / "metrics.json").read_text() == before  # nothing changed

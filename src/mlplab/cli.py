@@ -161,7 +161,25 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
             f"resume={job_dir}: that run has completed its trainer.max_epochs="
             f"{before['trainer.max_epochs']}; give a larger one to train it further"
         )
+    if problem := unreadable_checkpoint(job_dir / "checkpoints" / "last.ckpt"):
+        raise ConfigError(f"resume={job_dir}: {problem}; nothing was changed")
     return cfg, summary.get("overrides", [])
+
+
+def unreadable_checkpoint(path: Path) -> str | None:
+    """Why a run's last.ckpt cannot be resumed from (None: it can, or there is none yet)."""
+    if not path.exists():
+        return None  # killed before its first checkpoint: the run starts again
+    import torch
+
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # truncated, empty, not a torch file, unsafe to load
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"its checkpoint {path} cannot be read ({reason})"
+    if not isinstance(checkpoint, dict) or not {"loops", "state_dict"} <= checkpoint.keys():
+        return f"{path} is not a checkpoint of an mlplab run (no Lightning training state)"
+    return None
 
 
 def print_config_tree(cfg: DictConfig) -> None:
@@ -533,12 +551,44 @@ def without_hydra(config: DictConfig) -> DictConfig:
     return cfg
 
 
+_claimed: list[Any] = []  # the open lock files of the job directories this process trains in
+
+
+def claim_job_directory(job_dir: Path, resume: bool) -> None:
+    """Lock `job_dir` for this process (the OS releases the lock when it ends, killed too).
+
+    A second process training in the same directory (two resumes of one run, a resume
+    while the run still trains) would interleave both in one set of logs and checkpoints.
+    A new run never goes into a directory that already holds one.
+    """
+    import fcntl
+
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        return  # a data-parallel rank started by torchrun: rank 0 holds the directory
+    if not resume and (job_dir / "metrics.json").exists():
+        raise ConfigError(
+            f"hydra.run.dir={job_dir} already holds a run; continue it with resume={job_dir}, "
+            "or choose another directory"
+        )
+    job_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(job_dir / ".lock", "a+")  # noqa: SIM115 (held open while the job runs)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(
+            f"{job_dir} is being trained by another process right now; wait for it to end"
+        ) from None
+    _claimed.append(lock)
+
+
 class SweepGuard(Callback):
     """Hydra callback: refuse bad configs before any directory or job; set sweeps' exit code."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with refuse_bad_config():
             checked_config(without_hydra(config), config.hydra.overrides.task)
+            claim_job_directory(Path(config.resume or config.hydra.run.dir), bool(config.resume))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with refuse_bad_config():
