@@ -217,6 +217,21 @@ def share_cores_between_workers(hydra_cfg: Any) -> None:
     torch.set_num_threads(max(1, cores // max(1, workers)))
 
 
+def check_nodes(cfg: DictConfig) -> None:
+    """Refuse several nodes unless something started this process as one of them.
+
+    On one machine, Lightning would wait forever for the other nodes to join.
+    """
+    nodes = cfg.trainer.get("num_nodes", 1)
+    launched = any(v in os.environ for v in ("WORLD_SIZE", "SLURM_NTASKS", "LOCAL_RANK"))
+    if nodes != 1 and not launched:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes}: no cluster launcher started this process (no "
+            "torchrun or SLURM environment), so the other nodes would never join; start it "
+            "with torchrun or hydra/launcher=slurm (README 'Scaling out')"
+        )
+
+
 def checked_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
     """The config a job will run (a resumed run's own) and its overrides, once they pass."""
     overrides = list(overrides)
@@ -224,6 +239,7 @@ def checked_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfi
         cfg, overrides = resumed_config(Path(cfg.resume), overrides)
     validate(cfg)
     check_devices(cfg)
+    check_nodes(cfg)
     return cfg, overrides
 
 

@@ -560,6 +560,15 @@ def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]
             "trainer.devices=auto with trainer.strategy=ddp on the CPU: give the number "
             "of processes, e.g. trainer.devices=2"
         )
+    devices = trainer["devices"]
+    if trainer["strategy"] == "auto" and devices not in (1, "1", "auto", -1, [0]):
+        # Lightning would pick a strategy that re-runs the command line in new processes:
+        # under Hydra, a sweep in each child (and a hang or SIGKILL when one fails).
+        found.append(
+            f"trainer.devices={render(devices)} needs a data-parallel strategy mlplab can "
+            "start: accelerator=ddp_cpu (CPU processes) or accelerator=ddp (GPUs), with "
+            f"trainer.devices={render(devices)}"
+        )
     if values["engine"] == "raw":
         found += raw_problems(values, container)
     return found
