@@ -7,6 +7,7 @@ tests/test_kill.py does it for real, with `kill -9` of a training subprocess.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,24 @@ def test_every_checkpoint_loads_with_weights_only_and_records_what_resume_needs(
     loader = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loader == [{"epoch": 0, "batches_served": 12}]
     assert not list((tmp_path / "job" / "checkpoints").glob(".*"))  # no temporary left behind
+
+
+def test_a_moved_run_resumes_where_it_is_now_and_a_copy_leaves_its_original_alone(
+    make_cfg, tmp_path
+):
+    from mlplab.cli import resumed_config
+
+    train(make_cfg(*RESUMABLE, tiny=False, name="straight"))
+    train(make_cfg(*RESUMABLE, "trainer.max_epochs=2", tiny=False, name="first"))
+    (tmp_path / "first").rename(tmp_path / "moved")
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    before = (tmp_path / "moved" / "metrics.json").read_text()
+    train(resumed_config(tmp_path / "copy", ["trainer.max_epochs=4"])[0], resume=True)
+    assert (tmp_path / "moved" / "metrics.json").read_text() == before  # the original: as it was
+    assert_same_run(tmp_path / "straight", tmp_path / "copy")
+    cfg, _ = resumed_config(tmp_path / "moved", ["trainer.max_epochs=4"])
+    assert cfg.paths.output_dir == str(tmp_path / "moved")
+    assert cfg.callbacks.model_checkpoint.dirpath == str(tmp_path / "moved" / "checkpoints")
+    train(cfg, resume=True)
+    assert not (tmp_path / "first").exists()  # nothing recreated in the old place
+    assert_same_run(tmp_path / "straight", tmp_path / "moved")

@@ -148,7 +148,7 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
         )
     summary_file = job_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    cfg = OmegaConf.load(config_file)
+    cfg = relocated(OmegaConf.load(config_file), job_dir)
     if cfg.engine == "raw":
         raise ConfigError(
             f"resume={job_dir}: resume= needs engine=lightning: the raw loop does not resume"
@@ -164,6 +164,27 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
     if problem := unreadable_checkpoint(job_dir / "checkpoints" / "last.ckpt"):
         raise ConfigError(f"resume={job_dir}: {problem}; nothing was changed")
     return cfg, summary.get("overrides", [])
+
+
+def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
+    """A saved config whose run was moved or copied to `job_dir`, pointing there.
+
+    The saved config is resolved: every path inside the job directory (checkpoints, logs)
+    begins with the directory it was trained in. A moved run must train where it is now,
+    and a copy must never write into its original.
+    """
+    old, new = str(cfg.paths.output_dir), str(job_dir.resolve())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+            return new + value[len(old) :]
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    return OmegaConf.create(move(OmegaConf.to_container(cfg)))
 
 
 def unreadable_checkpoint(path: Path) -> str | None:
