@@ -513,6 +513,40 @@ def scheduler_problems(scheduler: Any) -> list[str]:
     return found
 
 
+def available_memory() -> int:
+    """Bytes of memory this machine can still give a process (Linux's MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as file:
+            fields = dict(line.split(":", 1) for line in file)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_problems(values: dict[str, Any]) -> list[str]:
+    """A job whose data or model could not fit in this machine's memory, refused up front.
+
+    A rough lower bound, float32: the samples (inputs and target, generated then split:
+    twice), the MLP's weights with their gradients and up to two optimizer states, and a
+    batch's hidden activations (kept for backward, with their gradients and the mask of the
+    activation function).
+    """
+    n, d = values["data.num_samples"], values["data.in_features"]
+    h, layers = values["model.hidden"], values["model.num_hidden_layers"]
+    out = values.get("data.num_classes") or 1
+    data = 2 * 4 * n * (d + 1)
+    weights = d * h + h + (layers - 1) * (h * h + h) + h * out + out
+    model = 4 * 4 * weights + 3 * 4 * values["data.batch_size"] * h * layers
+    have = available_memory()
+    if data + model <= have:
+        return []
+    return [
+        f"data.num_samples={n} with model.hidden={h}: the job needs at least "
+        f"{(data + model) / 1e9:.1f} GB (data {data / 1e9:.1f} GB, model and a batch's "
+        f"activations {model / 1e9:.1f} GB); this machine has {have / 1e9:.1f} GB available"
+    ]
+
+
 def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
     """Rules that relate several keys (run once every key and value is known to be fine)."""
     found = []
@@ -534,6 +568,7 @@ def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]
             f"data.test_fraction={values['data.test_fraction']} leaves {n - val - test} training, "
             f"{val} validation and {test} test samples: each split needs at least 1"
         )
+    found += memory_problems(values)
     if values["data.task"] != "regression" and values["data.in_features"] < 2:
         found.append(
             f"data.in_features={values['data.in_features']} is not allowed for "
