@@ -92,8 +92,8 @@ BAD_INPUTS = [
     (["init_from=no/such.ckpt"], "init_from=no/such.ckpt: no such checkpoint file", 2),
     (["optimizer=adma"], "optimizer=adma: there is no such option", 2),
     # jobs that could never fit in memory: refused up front, saying how much they need
-    (["model.hidden=100000000"], "GB available", 2),
-    (["data.num_samples=10000000000"], "the job needs at least", 2),
+    (["model.hidden=100000000", "data.batch_size=64"], "GB available", 2),
+    (["data.num_samples=10000000000", "model.hidden=64"], "the job needs at least", 2),
     # processes mlplab cannot start itself: Lightning would re-run the command line, or wait
     (["accelerator=cpu", "trainer.devices=2"], "trainer.devices=2 needs a data-parallel", 2),
     (["trainer.num_nodes=2", "accelerator=ddp_cpu"], "trainer.num_nodes=2: no cluster launcher", 2),
