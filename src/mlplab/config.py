@@ -455,6 +455,23 @@ def value_problems(path: str, node: dict[str, Any], rules: dict[str, Rule]) -> l
     ]
 
 
+def expected_kinds(path: str) -> tuple[type, ...]:
+    """The base classes a node's `_target_` must derive from (imported here: torch, Lightning)."""
+    import lightning.pytorch as pl
+    import torch
+
+    schedulers = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    kinds = {
+        "activation": (torch.nn.Module,),
+        "optimizer": (torch.optim.Optimizer,),
+        "scheduler.scheduler": schedulers,
+    }
+    if path.startswith("callbacks.") and path.count(".") == 1:
+        return (pl.Callback,)
+    # A node nested in another (a module's submodule, say): one of the kinds mlplab builds.
+    return kinds.get(path, (torch.nn.Module, torch.optim.Optimizer, *schedulers, pl.Callback))
+
+
 def signature_problems(path: str, node: dict[str, Any]) -> list[str]:
     """The keys of a node against its `_target_`'s signature (which is imported for that).
 
@@ -466,8 +483,12 @@ def signature_problems(path: str, node: dict[str, Any]) -> list[str]:
         callable_ = locate(target)
     except (ImportError, AttributeError) as error:
         return [f"{path}._target_={target} cannot be imported: {str(error).splitlines()[0]}"]
-    if not callable(callable_):
-        return [f"{path}._target_={target} is not a class or function"]
+    kinds = expected_kinds(path)
+    if not (isinstance(callable_, type) and issubclass(callable_, kinds)):
+        # A config, also one saved in a run directory, builds objects of the expected kind
+        # only: never an arbitrary callable (torch.load of a pickle, os.system, …).
+        allowed = " or ".join(f"{k.__module__}.{k.__qualname__}" for k in kinds)
+        return [f"{path}._target_={target} is not allowed: expected a subclass of {allowed}"]
     parameters = parameters_of(target)
     if parameters is not None and node.get("_partial_") is True:
         parameters = parameters[1:]

@@ -12,10 +12,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_FILE = "config.yaml"  # as mlplab.train writes it (not imported from there: heavy)
 USAGE = "usage: python eval.py run=<job dir> | ckpt_path=<job dir>/checkpoints/<file>.ckpt"
+
+
+def saved_config(checkpoint_path: Path) -> DictConfig:
+    """The config saved with a checkpoint's run, checked like a command line's before use.
+
+    A run directory is data: its config builds only objects of the kinds mlplab expects
+    (`mlplab.config`), never an arbitrary callable; anything else is refused (exit 2).
+    """
+    from mlplab.config import ConfigError, validate
+
+    cfg = OmegaConf.load(checkpoint_path.resolve().parent.parent / CONFIG_FILE)
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        refuse(f"the run's saved {CONFIG_FILE} is refused, nothing was run:\n  {error}")
+    return cfg
 
 
 def evaluate_checkpoint(checkpoint_path: Path) -> dict[str, float]:
@@ -27,8 +43,7 @@ def evaluate_checkpoint(checkpoint_path: Path) -> dict[str, float]:
     from mlplab.reference import evaluate
     from mlplab.tasks import EpochMetrics
 
-    job_dir = checkpoint_path.resolve().parent.parent
-    cfg = OmegaConf.load(job_dir / CONFIG_FILE)
+    cfg = saved_config(checkpoint_path)
     single = cfg.trainer.get("devices", 1) in (1, "auto")
     device = raw_device(cfg.trainer) if single else torch.device("cpu")
     model = build_model(cfg).to(device)
