@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -174,3 +175,27 @@ def test_a_run_with_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path, co
     assert done.returncode == 2 and "cannot be read" in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 3 and "Traceback" not in done.stderr
     assert (tmp_path / "run" / "metrics.json").read_text() == before  # nothing changed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["lightning", "raw"])
+def test_ctrl_c_stops_the_job_with_a_status_and_one_line(tmp_path, engine) -> None:
+    run = [f"engine={engine}", "trainer.max_epochs=500", "extras.print_config=false"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *run, f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    summary = tmp_path / "run" / "metrics.json"
+    while not summary.exists() or not list((tmp_path / "run").glob("tensorboard/events.*")):
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the training loop
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+    assert "interrupted (Ctrl-C); continue it with resume=" in output
+    assert "Traceback" not in output

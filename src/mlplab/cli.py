@@ -5,7 +5,8 @@ so `--help`, `--cfg job` and config errors answer without waiting for them.
 
 Exit codes (a sweep's is the worst of its jobs', after all of them ran and the report is
 written): 0 every job completed, 1 a job failed (its traceback is in its error.txt),
-2 the config was refused (nothing ran), 3 a job diverged (non-finite loss), none failed.
+2 the config was refused (nothing ran), 3 a job diverged (non-finite loss), none failed;
+130 the job was interrupted (Ctrl-C; it stops the whole sweep).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Bytes of the overrides kept in a sweep job's directory name: file systems allow 255 bytes
 # a name (not characters: an emoji takes 4), and Hydra puts the job's number before it.
 JOB_NAME_MAX = 120
-EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3}
+EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interrupted": 130}
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,14 @@ def main(cfg: DictConfig) -> float:
     except Diverged as error:
         status = "diverged"
         log.warning("diverged: %s; the job stopped there (status in metrics.json)", error)
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C: the raw loop sees KeyboardInterrupt; Lightning shuts down first, then exits 1.
+        log.warning(
+            "interrupted (Ctrl-C); continue it with resume=%s", resume or cfg.paths.output_dir
+        )
+        if hydra_cfg.mode != RunMode.RUN:
+            raise KeyboardInterrupt from None  # the whole sweep stops, as asked
+        sys.exit(EXIT_CODES["interrupted"])
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
