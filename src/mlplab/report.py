@@ -276,7 +276,7 @@ def plot_curves(runs: Sequence[Run], path: Path, title: str) -> None:
     positive = [v for v in plotted if v > 0 and math.isfinite(v)]
     log_scale = bool(positive) and max(positive) / min(positive) > 10
     panel_names = (
-        "training loss (per step; EMA 0.9 over the raw curve)",
+        "training loss (every logged step; EMA 0.9 over the raw curve)",
         "validation loss (per epoch)",
     )
     for row, facet in enumerate(facets):
