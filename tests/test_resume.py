@@ -62,27 +62,30 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+SLOW = pytest.mark.slow  # the fast run keeps three cases; CI runs all
+
+
 @pytest.mark.parametrize(
     ("crash", "extra"),
     [
-        (17, []),
-        (24, []),
-        (30, []),
-        (17, ["data.num_workers=2"]),
-        (2, []),
-        (26, ["callbacks.step_checkpoint.every_n_train_steps=12"]),
-        (20, ["scheduler=onecycle", "optimizer=sgd"]),
-        (20, ["trainer.accumulate_grad_batches=2", "trainer.max_epochs=6"]),
-    ],
-    ids=[
-        "mid-epoch",
-        "right-after-epoch-end",
-        "after-mid-epoch-checkpoint",
-        "with-workers",
-        "before-any-checkpoint",
-        "step-checkpoint-at-epoch-end",
-        "with-a-scheduler",
-        "accumulating",
+        pytest.param(17, [], id="mid-epoch"),
+        pytest.param(24, [], id="right-after-epoch-end", marks=SLOW),
+        pytest.param(30, [], id="after-mid-epoch-checkpoint", marks=SLOW),
+        pytest.param(17, ["data.num_workers=2"], id="with-workers"),
+        pytest.param(2, [], id="before-any-checkpoint", marks=SLOW),
+        pytest.param(
+            26,
+            ["callbacks.step_checkpoint.every_n_train_steps=12"],
+            id="step-checkpoint-at-epoch-end",
+            marks=SLOW,
+        ),
+        pytest.param(20, ["scheduler=onecycle", "optimizer=sgd"], id="with-a-scheduler"),
+        pytest.param(
+            20,
+            ["trainer.accumulate_grad_batches=2", "trainer.max_epochs=6"],
+            id="accumulating",
+            marks=SLOW,
+        ),
     ],
 )
 def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path, monkeypatch, crash, extra):

@@ -93,6 +93,7 @@ def test_limit_train_batches_counts_optimizer_steps(make_cfg, tmp_path) -> None:
     assert [s for s, _ in scalars(tmp_path / "job")["train/loss"]] == list(range(10))
 
 
+@pytest.mark.slow
 def test_overfit_batches_drives_the_training_loss_towards_zero(make_cfg, tmp_path) -> None:
     cfg = make_cfg(*SMALL, "debug=overfit", "trainer.max_epochs=150", "model.hidden=64", tiny=False)
     train(cfg)
