@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -271,3 +273,50 @@ def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path) -> None:
     for job in jobs:
         summary = check_job(job)
         assert summary["torch_threads"] == 1  # n_jobs=-1: one worker per core, one thread each
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_joblib_workers_stop_when_their_sweep_process_is_killed(tmp_path) -> None:
+    sweep = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "optimizer=sgd,adam",
+            "trainer.max_epochs=1000",
+            "extras.print_config=false",
+            "trainer.enable_progress_bar=false",
+            "hydra/launcher=joblib",
+            f"hydra.sweep.dir={tmp_path}",
+            "-m",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*/metrics.json"))) < 2:  # both jobs train
+        assert sweep.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    workers = children_of(sweep.pid)
+    assert workers
+    sweep.kill()
+    sweep.wait()
+    deadline = time.monotonic() + 60
+    while (alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    for pid in alive:  # leave nothing behind, whatever the outcome
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers still training after their sweep was killed: {alive}"

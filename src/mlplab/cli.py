@@ -237,6 +237,33 @@ def share_cores_between_workers(hydra_cfg: Any) -> None:
     cores = os.cpu_count() or 1
     workers = launcher.n_jobs if launcher.n_jobs > 0 else cores + 1 + launcher.n_jobs
     torch.set_num_threads(max(1, cores // max(1, workers)))
+    stop_with_parent()
+
+
+def stop_with_parent(every: float = 1.0, grace: float = 30.0) -> None:
+    """Interrupt this worker process as soon as the process that started it is gone.
+
+    A joblib worker killed with its sweep's process (kill -9, a closed terminal) would be
+    adopted by init and train on, unseen, for the rest of its job. A thread notices the
+    new parent within `every` seconds and sends the worker a Ctrl-C (joblib's workers
+    ignore it; they take it again here): the job stops as "interrupted", resumable. If the
+    worker has not ended `grace` seconds later, it exits outright.
+    """
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(grace)
+        os._exit(EXIT_CODES["interrupted"])
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def check_nodes(cfg: DictConfig) -> None:
