@@ -18,7 +18,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
-from .conftest import ROOT
+from .conftest import ROOT, children_of
 from .test_engines import scalars
 
 pytestmark = pytest.mark.slow
@@ -273,19 +273,6 @@ def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path) -> None:
     for job in jobs:
         summary = check_job(job)
         assert summary["torch_threads"] == 1  # n_jobs=-1: one worker per core, one thread each
-
-
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (read from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def test_joblib_workers_stop_when_their_sweep_process_is_killed(tmp_path) -> None:

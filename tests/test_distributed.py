@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.tasks import loss_function
 
-from .conftest import ROOT, compose_config
+from .conftest import ROOT, children_of, compose_config
 from .test_engines import scalars
 
 pytestmark = pytest.mark.slow
@@ -217,3 +218,56 @@ def test_a_loss_overflowing_in_one_process_stops_every_process_at_that_step(tmp_
     curve = scalars(tmp_path / "run")["train/loss"]
     assert [s for s, _ in curve] == list(range(step + 1))
     assert all(math.isfinite(v) for _, v in curve[:-1]) and not math.isfinite(curve[-1][1])
+
+
+def listening_addresses(pids: list[int]) -> list[str]:
+    """The local addresses (hex, as /proc/net/tcp* gives them) these processes listen on."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(fields[1].rsplit(":", 1)[0])
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+
+
+def test_data_parallel_processes_listen_on_the_loopback_only(tmp_path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "accelerator=ddp_cpu",
+            "trainer.max_epochs=300",
+            *QUIET,
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "run").glob("tensorboard/events.*")):  # training began
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)
+        pids = [process.pid, *children_of(process.pid)]
+        addresses = listening_addresses(pids)
+        assert addresses  # the rendezvous store and gloo's sockets, at least
+        assert set(addresses) <= LOOPBACK, addresses
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

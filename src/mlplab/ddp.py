@@ -22,7 +22,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
+LAUNCH_VARIABLES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "GLOO_SOCKET_IFNAME",
+)
 
 
 def local_processes(cfg: DictConfig) -> int:
@@ -39,10 +46,33 @@ def local_processes(cfg: DictConfig) -> int:
     return int(devices)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def loopback_listener() -> socket.socket:
+    """A listening socket on the loopback interface, on a free port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
+
+
+def join_process_group(listener: socket.socket, world_size: int, backend: str) -> None:
+    """Rank 0: open the rendezvous store on `listener` and join the default process group.
+
+    torch's TCPStore, created from MASTER_ADDR, listens on every interface; given a socket
+    already bound to the loopback, it listens there only. The other ranks connect to it as
+    usual (env://, as Lightning starts them), and Lightning finds the group already there.
+    """
+    import torch.distributed as dist
+
+    store = dist.TCPStore(
+        "127.0.0.1",
+        listener.getsockname()[1],
+        world_size,
+        is_master=True,
+        master_listen_fd=listener.fileno(),
+    )
+    # env:// puts the default group's keys under this prefix: the other ranks look there.
+    prefixed = dist.PrefixStore("default_pg", store)
+    dist.init_process_group(backend, store=prefixed, rank=0, world_size=world_size)
 
 
 @contextlib.contextmanager
@@ -55,11 +85,14 @@ def workers(cfg: DictConfig, job_dir: Path, ckpt_path: Path | None) -> Iterator[
     if count == 1:
         yield
         return
+    listener = loopback_listener()
     shared = {
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
+        "MASTER_PORT": str(listener.getsockname()[1]),
         "WORLD_SIZE": str(count),
         "NODE_RANK": "0",
+        # gloo's own connections: on the loopback too, unless the user chose an interface
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
     }
     command = [sys.executable, "-m", "mlplab.train", str(job_dir)]  # see mlplab.train.worker
     if ckpt_path is not None:
@@ -68,8 +101,11 @@ def workers(cfg: DictConfig, job_dir: Path, ckpt_path: Path | None) -> Iterator[
         subprocess.Popen(command, env={**os.environ, **shared, "LOCAL_RANK": str(rank)})
         for rank in range(1, count)
     ]
+    previous = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
     os.environ.update(shared, LOCAL_RANK="0")
     try:
+        gpu = cfg.trainer.accelerator in ("gpu", "cuda")
+        join_process_group(listener, count, "nccl" if gpu else "gloo")
         yield
     except BaseException:
         for process in processes:
@@ -77,8 +113,12 @@ def workers(cfg: DictConfig, job_dir: Path, ckpt_path: Path | None) -> Iterator[
         raise
     finally:
         codes = [process.wait() for process in processes]
-        for name in LAUNCH_VARIABLES:
-            os.environ.pop(name, None)
+        listener.close()
+        for name, value in previous.items():  # as they were before this job
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
