@@ -571,8 +571,6 @@ def unknown_key_line(override: str, known: Sequence[str]) -> str:
     return f"unknown key {key} (={value}): {hint}a new key needs a +: +{key}={value}"
 
 
-# Hydra's default sweeper, named as configs name it (a string: no import of Hydra's internals).
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
@@ -584,7 +582,7 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweeper = config.hydra.sweeper
-    if sweeper._target_ != BASIC_SWEEPER:
+    if not sweeper._target_.endswith(".BasicSweeper"):  # Hydra's default, by its config
         return None  # e.g. Optuna draws values as it goes: each job checks its own
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     arguments = params + list(config.hydra.overrides.task)
