@@ -36,7 +36,7 @@ def checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 # 8 batches an epoch; max_steps=12 stops inside epoch 1, 16 at its end.
 @pytest.mark.parametrize("max_steps", [12, 16, -1], ids=["cut-mid-epoch", "cut-at-end", "whole"])
-@pytest.mark.parametrize("log_every", [1, 5])
+@pytest.mark.parametrize("log_every", [1, pytest.param(5, marks=pytest.mark.slow)])
 def test_both_engines_write_the_same_outputs(make_cfg, tmp_path, max_steps, log_every) -> None:
     runs = {}
     for engine in ("lightning", "raw"):
@@ -69,7 +69,7 @@ def test_both_engines_write_the_same_outputs(make_cfg, tmp_path, max_steps, log_
 
 
 @pytest.mark.parametrize("engine", ["lightning", "raw"])
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_same_config_twice_gives_bit_equal_runs(make_cfg, tmp_path, engine, workers) -> None:
     overrides = [f"engine={engine}", f"data.num_workers={workers}", "data=classification"]
     first, second = (make_cfg(*overrides, name=name) for name in ("first", "second"))

@@ -571,8 +571,6 @@ def unknown_key_line(override: str, known: Sequence[str]) -> str:
     return f"unknown key {key} (={value}): {hint}a new key needs a +: +{key}={value}"
 
 
-
-
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """The overrides of every job the basic sweeper will launch; None for other sweepers.
 
