@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -19,6 +23,31 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
     c = make_regression_data(100, 4, 0.1, generator(2))
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not torch.equal(a[1], c[1])
+
+
+DATA_DIGEST = """
+import hashlib, torch
+from mlplab.data import make_task_data
+digest = hashlib.sha256()
+for task in ("regression", "classification", "binary"):
+    for tensor in make_task_data(task, 4096, 8, 0.1, 3, torch.Generator().manual_seed(0)):
+        digest.update(tensor.numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_fresh_processes_make_bit_identical_data_whatever_the_cpu_kernels() -> None:
+    # torch picks float32 sampling and sine kernels by CPU capability (AVX2, AVX-512, plain
+    # C), and they round differently: float32 generation gave other data under each.
+    digests = set()
+    for capability, threads in (("default", "1"), ("avx2", "2"), ("avx512", "1")):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": threads}
+        result = subprocess.run(
+            [sys.executable, "-c", DATA_DIGEST], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1
 
 
 def test_global_rng_does_not_leak_into_the_data(make_cfg) -> None:

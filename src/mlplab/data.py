@@ -3,6 +3,11 @@
 Everything random here draws from explicit `torch.Generator`s seeded from `seed`, never from
 the global RNG: the same seed gives the same samples, splits and batch order in any engine,
 in any process, whatever else has consumed random numbers before.
+
+The samples are computed in float64 and rounded to float32 once, at the end. In float32,
+torch picks its sampling and sine kernels by what the CPU offers (`ATEN_CPU_CAPABILITY`:
+AVX2, AVX-512 or plain C), and those round differently: the same seed gave different data in
+different processes. In float64 the kernels differ by an ulp at most, far below float32's.
 """
 
 from __future__ import annotations
@@ -27,15 +32,16 @@ def make_regression_data(
     activations separate within the default 20 epochs, easy enough that they all learn).
     Returns x (n, d) and y (n, 1), float32.
     """
-    directions, frequency = 16, 1.5
-    x = torch.randn(num_samples, in_features, generator=generator)
-    w = torch.randn(in_features, directions, generator=generator) / math.sqrt(in_features)
-    phase = torch.rand(directions, generator=generator) * 2 * math.pi
-    a = torch.randn(directions, 1, generator=generator)
+    directions, frequency, f64 = 16, 1.5, torch.float64
+    x = torch.randn(num_samples, in_features, generator=generator, dtype=f64)
+    w = torch.randn(in_features, directions, generator=generator, dtype=f64)
+    w = w / math.sqrt(in_features)
+    phase = torch.rand(directions, generator=generator, dtype=f64) * 2 * math.pi
+    a = torch.randn(directions, 1, generator=generator, dtype=f64)
     y = torch.sin(frequency * x @ w + phase) @ a
     y = (y - y.mean()) / y.std()
-    y = y + noise * torch.randn(num_samples, 1, generator=generator)
-    return x, y
+    y = y + noise * torch.randn(num_samples, 1, generator=generator, dtype=f64)
+    return x.float(), y.float()
 
 
 def make_spiral_data(
@@ -49,15 +55,17 @@ def make_spiral_data(
     """
     if in_features < 2:
         raise ValueError(f"spiral data needs in_features >= 2, got {in_features}")
+    f64 = torch.float64
     labels = torch.arange(num_samples) % num_classes
-    t = torch.rand(num_samples, generator=generator)  # position along the arm, 0 = centre
+    t = torch.rand(num_samples, generator=generator, dtype=f64)  # position along the arm
     angle = 2 * math.pi * (labels / num_classes + 1.25 * t)
-    radius = 2 * t
+    radius = 2 * t  # 0 = the centre
     plane = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
-    x = torch.cat([plane, torch.zeros(num_samples, in_features - 2)], dim=1)
-    x = x + noise * torch.randn(num_samples, in_features, generator=generator)
-    rotation, _ = torch.linalg.qr(torch.randn(in_features, in_features, generator=generator))
-    return x @ rotation, labels
+    x = torch.cat([plane, torch.zeros(num_samples, in_features - 2, dtype=f64)], dim=1)
+    x = x + noise * torch.randn(num_samples, in_features, generator=generator, dtype=f64)
+    mixing = torch.randn(in_features, in_features, generator=generator, dtype=f64)
+    rotation, _ = torch.linalg.qr(mixing)
+    return (x @ rotation).float(), labels
 
 
 def make_task_data(
