@@ -108,7 +108,7 @@ def raw(cfg) -> float:
     optimizer = optimizer_factory(cfg)(model.parameters())
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    val_metrics = EpochMetrics(cfg.data.task, cfg.data.get("num_classes"), prefix="val")
+    val_metrics = EpochMetrics(cfg.data.task, cfg.data.out_features, prefix="val")
     clock = Clock()
 
     def on_epoch(epoch: int, step: int) -> dict[str, float]:
@@ -132,7 +132,7 @@ def raw(cfg) -> float:
 def bare(cfg) -> float:
     """Steps/s of a Trainer with everything optional switched off, on mlplab's module."""
     module = MLPModule(
-        build_model(cfg), cfg.data.task, cfg.data.get("num_classes"), optimizer_factory(cfg)
+        build_model(cfg), cfg.data.task, cfg.data.out_features, optimizer_factory(cfg)
     )
     timing = TrainingClock()
     with tempfile.TemporaryDirectory() as out, lightning_quiet():

@@ -30,7 +30,7 @@ import hashlib, torch
 from mlplab.data import make_task_data
 digest = hashlib.sha256()
 for task in ("regression", "classification", "binary"):
-    for tensor in make_task_data(task, 4096, 8, 0.1, 3, torch.Generator().manual_seed(0)):
+    for tensor in make_task_data(task, 4096, 8, 3, 0.1, torch.Generator().manual_seed(0)):
         digest.update(tensor.numpy().tobytes())
 print(digest.hexdigest())
 """

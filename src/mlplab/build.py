@@ -4,35 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mlplab.data import SyntheticDataModule
-from mlplab.model import MLP
-from mlplab.tasks import out_features
+if TYPE_CHECKING:
+    import lightning as L
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
-def build_model(cfg: DictConfig) -> MLP:
-    """The MLP of `cfg`, initialised from `cfg.seed` alone (or from `cfg.init_from`'s weights).
+def build_model(cfg: DictConfig) -> nn.Module:
+    """The `model/` group's network, initialised from `cfg.seed` alone (or `cfg.init_from`).
 
     The global RNG is forked, seeded and restored around construction, so both engines
     start from bit-identical weights whatever ran before them.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = MLP(
-            in_features=cfg.data.in_features,
-            hidden=cfg.model.hidden,
-            out_features=out_features(cfg.data.task, cfg.data.get("num_classes")),
-            activation=instantiate(cfg.activation),
-            num_hidden_layers=cfg.model.num_hidden_layers,
-        )
+        model = instantiate(cfg.model)
     if cfg.get("init_from"):
         model.load_state_dict(checkpoint_weights(Path(cfg.init_from)))
     return model
@@ -81,18 +74,6 @@ def build_scheduler(
     return {**config, "scheduler": factory(optimizer)}
 
 
-def build_datamodule(cfg: DictConfig) -> SyntheticDataModule:
-    """The DataModule for the `data/` group's task and sizes."""
-    d = cfg.data
-    return SyntheticDataModule(
-        task=d.task,
-        num_samples=d.num_samples,
-        in_features=d.in_features,
-        noise=d.noise,
-        num_classes=d.get("num_classes"),
-        val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction,
-        batch_size=d.batch_size,
-        num_workers=d.num_workers,
-        seed=d.seed,
-    )
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The `data/` group's LightningDataModule."""
+    return instantiate(cfg.data)

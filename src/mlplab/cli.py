@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.config import COMMON, ConfigError, problems, render, validate
+from mlplab.config import CLASS_RULES, COMMON, ConfigError, problems, render, validate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Bytes of the overrides kept in a sweep job's directory name: file systems allow 255 bytes
@@ -447,6 +447,10 @@ def bad_values(arguments: Sequence[str]) -> list[str]:
         overrides = OverridesParser.create().parse_overrides(candidates)
     except Exception:  # Hydra reports bad syntax in its own words
         return []
+    rules = dict(COMMON)
+    for group in ("model", "data"):
+        target = chosen_target(group, arguments)
+        rules |= {f"{group}.{k}": rule for k, rule in CLASS_RULES.get(target, {}).items()}
     found = []
     for override in overrides:
         key = override.key_or_group
@@ -454,14 +458,30 @@ def bad_values(arguments: Sequence[str]) -> list[str]:
             override.type != OverrideType.CHANGE
             or override.package is not None
             or override.is_sweep_override()
-            or key not in COMMON
+            or key not in rules
             or "${" in override.input_line
         ):
             continue
         value = override.value()
-        if not COMMON[key].accepts(value):
-            found.append(f"{key}={render(value)} is not allowed: expected {COMMON[key].allowed}")
+        if not rules[key].accepts(value):
+            found.append(f"{key}={render(value)} is not allowed: expected {rules[key].allowed}")
     return found
+
+
+def chosen_target(group: str, arguments: Sequence[str]) -> str | None:
+    """The `_target_` of the option of `group` that the command line (or train.yaml) chose.
+
+    None when an experiment or another config dir may choose it instead: the full check,
+    on the composed config, judges those.
+    """
+    if any(a.startswith(("experiment=", "hydra.searchpath=")) for a in arguments):
+        return None
+    options = [a.partition("=")[2] for a in arguments if a.startswith(f"{group}=")]
+    if not options:
+        defaults = OmegaConf.load(CONFIG_DIR / "train.yaml").get("defaults", [])
+        options = [d[group] for d in defaults if isinstance(d, DictConfig) and group in d]
+    path = CONFIG_DIR / group / f"{options[-1] if options else ''}.yaml"
+    return OmegaConf.load(path).get("_target_") if path.is_file() else None
 
 
 def run() -> None:

@@ -19,7 +19,7 @@ import importlib
 import inspect
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -168,26 +168,37 @@ MANAGED = {
 }
 TRAINER_ARGUMENTS = [name for name in TRAINER_DEFAULTS if name not in MANAGED]
 
+SEED = integer(0, 2**32 - 1)
+FRACTION = number(0, 1, open_low=True, open_high=True)
+
 COMMON = {
-    "seed": integer(0, 2**32 - 1),
+    "seed": SEED,
     "engine": choice("lightning", "raw"),
     "resume": OPTIONAL_TEXT,
     "init_from": optional(Rule(TEXT.accepts, "the path of a checkpoint file")),
     "extras.print_config": BOOLEAN,
     "paths.output_dir": TEXT,
+    # What mlplab reads of any data option: the task (its loss and scores) and the widths
+    # the model takes from it (`${data.in_features}` in configs/model/).
     "data.task": choice(*TASKS),
-    "data.seed": integer(0, 2**32 - 1),
-    "data.num_samples": integer(1),
     "data.in_features": integer(1),
-    "data.noise": number(0),
-    "data.batch_size": integer(1),
-    "data.val_fraction": number(0, 1, open_low=True, open_high=True),
-    "data.test_fraction": number(0, 1, open_low=True, open_high=True),
-    "data.num_workers": integer(0),
-    "model.hidden": integer(1),
-    "model.num_hidden_layers": integer(1),
+    "data.out_features": integer(1),
 } | {f"trainer.{name}": rule for name, rule in TRAINER_RULES.items()}
-DATA_BY_TASK = {"classification": {"data.num_classes": integer(2)}}
+
+# The ranges of mlplab's own classes' arguments, by `_target_` (their names and types are
+# checked by signature, as for any class; these say what values make sense).
+CLASS_RULES = {
+    "mlplab.data.SyntheticDataModule": {
+        "num_samples": integer(1),
+        "noise": number(0),
+        "seed": SEED,
+        "batch_size": integer(1),
+        "val_fraction": FRACTION,
+        "test_fraction": FRACTION,
+        "num_workers": integer(0),
+    },
+    "mlplab.model.MLP": {"hidden": integer(1), "num_hidden_layers": integer(1)},
+}
 
 # Value rules by parameter name, for any optimizer that has the parameter.
 OPTIMIZER_VALUES = {
@@ -231,7 +242,9 @@ LOGGERS = {
     },
 }
 # Groups judged by signatures; every other key is flattened and judged by the rules above.
-BY_SIGNATURE = ("trainer", "optimizer", "activation", "scheduler", "callbacks")
+BY_SIGNATURE = ("trainer", "model", "data", "optimizer", "activation", "scheduler", "callbacks")
+# What mlplab reads from the data option besides building it (judged by the rules above).
+DATA_PROTOCOL = ("task", "in_features", "out_features")
 
 # The lightning.Trainer arguments that engine=raw honours; it refuses any other one that is
 # not left at Lightning's default, rather than ignore it.
@@ -278,7 +291,6 @@ def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def rules_for(values: dict[str, Any]) -> dict[str, Rule]:
     """The rules of mlplab's own keys in this config: the common ones plus the chosen options'."""
     rules = {k: r for k, r in COMMON.items() if not k.startswith("trainer.")}
-    rules |= DATA_BY_TASK.get(values.get("data.task"), {})
     for name, logger_rules in LOGGERS.items():
         if any(key.startswith(f"logger.{name}.") for key in values):
             rules |= {f"logger.{name}.{key}": rule for key, rule in logger_rules.items()}
@@ -297,6 +309,8 @@ def problems(cfg: DictConfig) -> list[str]:
     own = {key: value for key, value in container.items() if key not in BY_SIGNATURE}
     values = dict(leaves(own))
     values.pop("logger", None)  # logger=none leaves an empty node
+    if isinstance(data := container.get("data"), dict):
+        values |= {f"data.{key}": data[key] for key in DATA_PROTOCOL if key in data}
     nodes = target_nodes(container)
     found = rule_problems(values, rules_for(values))
     found += trainer_problems(container.get("trainer"))
@@ -309,10 +323,17 @@ def problems(cfg: DictConfig) -> list[str]:
     found += [problem for node in nodes for problem in node_problems(*node)]
     if isinstance(optimizer := container.get("optimizer"), dict):
         found += value_problems("optimizer", optimizer, OPTIMIZER_VALUES)
+    for path in ("model", "data"):
+        node = container.get(path)
+        if isinstance(node, dict):
+            found += value_problems(path, node, CLASS_RULES.get(node.get("_target_"), {}))
     if not found:
         found += cross_checks(values, container)
     if not found:
-        found += [problem for path, node, _ in nodes for problem in signature_problems(path, node)]
+        # A node that another one takes by interpolation (the model's `${activation}`) is
+        # judged once, where it is defined.
+        defined = [node for _, node, _ in nodes]
+        found += [p for path, node, _ in nodes for p in signature_problems(path, node, defined)]
     return found
 
 
@@ -420,6 +441,8 @@ def target_nodes(container: dict[str, Any]) -> list[tuple[str, Any, str]]:
     The optimizer and the scheduler are `_partial_`: mlplab supplies their first argument.
     """
     nodes = [
+        ("model", container.get("model"), ""),
+        ("data", container.get("data"), ""),
         ("optimizer", container.get("optimizer"), "the model's parameters"),
         ("activation", container.get("activation"), ""),
     ]
@@ -462,6 +485,8 @@ def expected_kinds(path: str) -> tuple[type, ...]:
 
     schedulers = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     kinds = {
+        "model": (torch.nn.Module,),
+        "data": (pl.LightningDataModule,),
         "activation": (torch.nn.Module,),
         "optimizer": (torch.optim.Optimizer,),
         "scheduler.scheduler": schedulers,
@@ -472,7 +497,7 @@ def expected_kinds(path: str) -> tuple[type, ...]:
     return kinds.get(path, (torch.nn.Module, torch.optim.Optimizer, *schedulers, pl.Callback))
 
 
-def signature_problems(path: str, node: dict[str, Any]) -> list[str]:
+def signature_problems(path: str, node: dict[str, Any], defined: Sequence[Any] = ()) -> list[str]:
     """The keys of a node against its `_target_`'s signature (which is imported for that).
 
     Keys starting with "_" are Hydra's; a target taking **kwargs accepts any key. Of a
@@ -499,8 +524,8 @@ def signature_problems(path: str, node: dict[str, Any]) -> list[str]:
         key = f"{path}.{name}"
         if names is not None and not name.startswith("_") and name not in names:
             found.append(unknown(key, value, owner, names))
-        if isinstance(value, dict) and "_target_" in value:
-            found += node_problems(key, value, "") or signature_problems(key, value)
+        if isinstance(value, dict) and "_target_" in value and value not in defined:
+            found += node_problems(key, value, "") or signature_problems(key, value, defined)
     if parameters is not None and "_args_" not in node:
         found += [
             f"{path}.{p.name} is missing: {owner} needs it"
@@ -544,28 +569,63 @@ def available_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def memory_problems(values: dict[str, Any]) -> list[str]:
+def memory_problems(data: dict[str, Any], model: dict[str, Any]) -> list[str]:
     """A job whose data or model could not fit in this machine's memory, refused up front.
 
-    A rough lower bound, float32: the samples (inputs and target, generated then split:
-    twice), the MLP's weights with their gradients and up to two optimizer states, and a
-    batch's hidden activations (kept for backward, with their gradients and the mask of the
-    activation function).
+    For mlplab's synthetic data and MLP (other classes know their own sizes): a rough lower
+    bound, float32: the samples (inputs and target, generated then split: twice), the MLP's
+    weights with their gradients and up to two optimizer states, and a batch's hidden
+    activations (kept for backward, with their gradients and the mask of the activation).
     """
-    n, d = values["data.num_samples"], values["data.in_features"]
-    h, layers = values["model.hidden"], values["model.num_hidden_layers"]
-    out = values.get("data.num_classes") or 1
-    data = 2 * 4 * n * (d + 1)
-    weights = d * h + h + (layers - 1) * (h * h + h) + h * out + out
-    model = 4 * 4 * weights + 3 * 4 * values["data.batch_size"] * h * layers
+    n, d, out = data.get("num_samples", 0), data["in_features"], data["out_features"]
+    h, layers = model.get("hidden", 0), model.get("num_hidden_layers", 1)
+    need_data = 2 * 4 * n * (d + 1)
+    weights = d * h + h + (layers - 1) * (h * h + h) + h * out + out if h else 0
+    need_model = 4 * 4 * weights + 3 * 4 * data.get("batch_size", 0) * h * layers
     have = available_memory()
-    if data + model <= have:
+    if need_data + need_model <= have:
         return []
     return [
         f"data.num_samples={n} with model.hidden={h}: the job needs at least "
-        f"{(data + model) / 1e9:.1f} GB (data {data / 1e9:.1f} GB, model and a batch's "
-        f"activations {model / 1e9:.1f} GB); this machine has {have / 1e9:.1f} GB available"
+        f"{(need_data + need_model) / 1e9:.1f} GB (data {need_data / 1e9:.1f} GB, model and a "
+        f"batch's activations {need_model / 1e9:.1f} GB); this machine has "
+        f"{have / 1e9:.1f} GB available"
     ]
+
+
+def data_problems(data: dict[str, Any]) -> list[str]:
+    """The data option's widths against its task; the synthetic data's split sizes."""
+    task, d, out = data["task"], data["in_features"], data["out_features"]
+    found = []
+    if task == "classification" and out < 2:
+        found.append(
+            f"data.out_features={out} is not allowed for data.task=classification: "
+            "expected the number of classes, at least 2"
+        )
+    if task != "classification" and out != 1:
+        found.append(
+            f"data.out_features={out} is not allowed for data.task={task}: expected 1 "
+            "(one output per sample)"
+        )
+    sizes = ("num_samples", "val_fraction", "test_fraction")
+    if data.get("_target_") != "mlplab.data.SyntheticDataModule" or not all(
+        key in data for key in sizes
+    ):
+        return found  # a missing size is named by the signature check
+    n = data["num_samples"]
+    val, test = int(n * data["val_fraction"]), int(n * data["test_fraction"])
+    if n - val - test < 1 or val < 1 or test < 1:
+        found.append(
+            f"data.num_samples={n} with data.val_fraction={data['val_fraction']} and "
+            f"data.test_fraction={data['test_fraction']} leaves {n - val - test} training, "
+            f"{val} validation and {test} test samples: each split needs at least 1"
+        )
+    if task != "regression" and d < 2:
+        found.append(
+            f"data.in_features={d} is not allowed for data.task={task}: "
+            "spirals need at least 2 input features"
+        )
+    return found
 
 
 def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
@@ -580,21 +640,8 @@ def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]
                     f"{key}={render(value)} is not allowed: logs go inside the job directory "
                     f"({values['paths.output_dir']}); keep save_dir: ${{paths.output_dir}}"
                 )
-    n = values["data.num_samples"]
-    val = int(n * values["data.val_fraction"])
-    test = int(n * values["data.test_fraction"])
-    if n - val - test < 1 or val < 1 or test < 1:
-        found.append(
-            f"data.num_samples={n} with data.val_fraction={values['data.val_fraction']} and "
-            f"data.test_fraction={values['data.test_fraction']} leaves {n - val - test} training, "
-            f"{val} validation and {test} test samples: each split needs at least 1"
-        )
-    found += memory_problems(values)
-    if values["data.task"] != "regression" and values["data.in_features"] < 2:
-        found.append(
-            f"data.in_features={values['data.in_features']} is not allowed for "
-            f"data={values['data.task']}: spirals need at least 2 input features"
-        )
+    found += data_problems(container["data"])
+    found += memory_problems(container["data"], container["model"])
     optimizer = container["optimizer"]
     if optimizer.get("nesterov") and (
         optimizer.get("momentum", 0) <= 0 or optimizer.get("dampening", 0) != 0

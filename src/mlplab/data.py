@@ -72,15 +72,18 @@ def make_task_data(
     task: str,
     num_samples: int,
     in_features: int,
+    out_features: int,
     noise: float,
-    num_classes: int | None,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
-    """The samples for `task`, targets shaped for its loss (see `mlplab.tasks.LOSSES`)."""
+    """The samples for `task`, targets shaped for its loss (see `mlplab.tasks.LOSSES`).
+
+    For classification, `out_features` is the number of classes (spiral arms).
+    """
     if task == "regression":
         return make_regression_data(num_samples, in_features, noise, generator)
     if task == "classification":
-        return make_spiral_data(num_samples, in_features, num_classes, noise, generator)
+        return make_spiral_data(num_samples, in_features, out_features, noise, generator)
     if task == "binary":
         x, labels = make_spiral_data(num_samples, in_features, 2, noise, generator)
         return x, labels.float().unsqueeze(1)
@@ -257,27 +260,27 @@ class SyntheticDataModule(L.LightningDataModule):
     def __init__(
         self,
         task: str,
-        num_samples: int,
         in_features: int,
+        out_features: int,
+        num_samples: int,
         noise: float,
-        num_classes: int | None,
-        val_fraction: float,
-        test_fraction: float,
-        batch_size: int,
-        num_workers: int,
-        seed: int,
+        seed: int = 0,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.task = task
-        self.num_samples = num_samples
         self.in_features = in_features
+        self.out_features = out_features  # the number of classes, for classification
+        self.num_samples = num_samples
         self.noise = noise
-        self.num_classes = num_classes
+        self.seed = seed
+        self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.batch_size = batch_size
         self.num_workers = num_workers
-        self.seed = seed
         self.splits: dict[str, TensorBatches] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -286,7 +289,7 @@ class SyntheticDataModule(L.LightningDataModule):
             return
         generator = torch.Generator().manual_seed(self.seed)
         x, y = make_task_data(
-            self.task, self.num_samples, self.in_features, self.noise, self.num_classes, generator
+            self.task, self.num_samples, self.in_features, self.out_features, self.noise, generator
         )
         num_val = int(self.num_samples * self.val_fraction)
         num_test = int(self.num_samples * self.test_fraction)

@@ -50,7 +50,7 @@ def evaluate_checkpoint(checkpoint_path: Path) -> dict[str, float]:
     model.load_state_dict(checkpoint_weights(checkpoint_path))
     datamodule = build_datamodule(cfg)
     datamodule.setup("test")
-    metrics = EpochMetrics(cfg.data.task, cfg.data.get("num_classes"), prefix="test").to(device)
+    metrics = EpochMetrics(cfg.data.task, cfg.data.out_features, prefix="test").to(device)
     return evaluate(model, datamodule.test_dataloader(), metrics, device)
 
 

@@ -136,7 +136,7 @@ def fit_lightning(
     module = MLPModule(
         model,
         cfg.data.task,
-        cfg.data.get("num_classes"),
+        cfg.data.out_features,
         optimizer_factory(cfg),
         scheduler_config(cfg),
     )
@@ -186,7 +186,7 @@ def fit_raw(cfg: DictConfig, loggers: Sequence[Logger]) -> FitResult:
     at the end) and writes the final weights as `checkpoints/last.ckpt`.
     """
     device = raw_device(cfg.trainer)
-    task, num_classes, t = cfg.data.task, cfg.data.get("num_classes"), cfg.trainer
+    task, out_features, t = cfg.data.task, cfg.data.out_features, cfg.trainer
     model = build_model(cfg).to(device)
     optimizer = optimizer_factory(cfg)(model.parameters())
     datamodule = build_datamodule(cfg)
@@ -199,7 +199,7 @@ def fit_raw(cfg: DictConfig, loggers: Sequence[Logger]) -> FitResult:
     scheduler = scheduler_config(cfg)
     if scheduler:
         scheduler = build_scheduler(scheduler, optimizer, total_steps)
-    val_metrics = EpochMetrics(task, num_classes, prefix="val").to(device)
+    val_metrics = EpochMetrics(task, out_features, prefix="val").to(device)
     losses: list[Tensor] = []
     state = {"val": {}, "validated_at": -1, "epoch": 0}
     log_every = t.get("log_every_n_steps") or 50
@@ -241,7 +241,7 @@ def fit_raw(cfg: DictConfig, loggers: Sequence[Logger]) -> FitResult:
     if state["validated_at"] != steps:
         state["val"] = reference.evaluate(model, datamodule.val_dataloader(), val_metrics, device)
         log({**state["val"], "epoch": epochs}, steps)
-    test_metrics = EpochMetrics(task, num_classes, prefix="test").to(device)
+    test_metrics = EpochMetrics(task, out_features, prefix="test").to(device)
     test = reference.evaluate(model, datamodule.test_dataloader(), test_metrics, device)
     log({**test, "epoch": epochs}, steps)
     if t.get("enable_checkpointing", True):

@@ -18,6 +18,8 @@ from mlplab.tasks import EpochMetrics, loss_function
 class MLPModule(L.LightningModule):
     """Trains `model` on `task` with the optimizer (and, optionally, the scheduler) configured.
 
+    `out_features` is the model's output width (the number of classes, for classification).
+
     `scheduler` is Lightning's lr_scheduler dict (`interval`, `frequency`, `monitor`, …)
     whose "scheduler" entry builds the scheduler from the optimizer (see `build_scheduler`).
     """
@@ -26,7 +28,7 @@ class MLPModule(L.LightningModule):
         self,
         model: nn.Module,
         task: str,
-        num_classes: int | None,
+        out_features: int,
         optimizer: OptimizerFactory,
         scheduler: dict[str, Any] | None = None,
     ) -> None:
@@ -35,8 +37,8 @@ class MLPModule(L.LightningModule):
         self.loss_fn = loss_function(task)
         self.optimizer_factory = optimizer
         self.scheduler_config = scheduler
-        self.val_metrics = EpochMetrics(task, num_classes, prefix="val")
-        self.test_metrics = EpochMetrics(task, num_classes, prefix="test")
+        self.val_metrics = EpochMetrics(task, out_features, prefix="val")
+        self.test_metrics = EpochMetrics(task, out_features, prefix="test")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)

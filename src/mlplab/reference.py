@@ -48,7 +48,9 @@ def train(
     """
     step, num_batches = 0, len(loader) if isinstance(loader, Sized) else -1
     for epoch in range(max_epochs):
-        loader.batch_sampler.set_epoch(epoch)  # this epoch's shuffled order
+        for sampler in (loader.sampler, loader.batch_sampler):  # as Lightning does:
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)  # this epoch's shuffled order
         model.train()
         for i, (x, y) in enumerate(loader):
             loss = loss_fn(model(x.to(device)), y.to(device))  # 1. forward  2. loss

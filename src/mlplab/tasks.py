@@ -33,18 +33,16 @@ def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
     return LOSSES[task]
 
 
-def out_features(task: str, num_classes: int | None) -> int:
-    """Width of the model's last layer: one logit per class, or one value."""
-    return num_classes if task == "classification" else 1
+def build_scores(task: str, out_features: int) -> MetricCollection:
+    """The task's torchmetrics: MSE and R² for regression, accuracy for classifiers.
 
-
-def build_scores(task: str, num_classes: int | None) -> MetricCollection:
-    """The task's torchmetrics: MSE and R² for regression, accuracy for classifiers."""
+    `out_features` is the model's output width: for classification, the number of classes.
+    """
     if task == "regression":
         return MetricCollection({"mse": MeanSquaredError(), "r2": R2Score()})
     if task == "binary":
         return MetricCollection({"acc": BinaryAccuracy()})
-    return MetricCollection({"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")})
+    return MetricCollection({"acc": MulticlassAccuracy(num_classes=out_features, average="micro")})
 
 
 class EpochMetrics(nn.Module):
@@ -53,13 +51,13 @@ class EpochMetrics(nn.Module):
     The loss is a sample-weighted mean, so a short last batch counts for what it holds.
     """
 
-    def __init__(self, task: str, num_classes: int | None, prefix: str) -> None:
+    def __init__(self, task: str, out_features: int, prefix: str) -> None:
         super().__init__()
         self.task = task
         self.prefix = prefix
         self.loss_fn = loss_function(task)
         self.loss = MeanMetric()
-        self.scores = build_scores(task, num_classes)
+        self.scores = build_scores(task, out_features)
 
     def update(self, output: Tensor, target: Tensor) -> None:
         """Add one batch: the model's output and its targets."""
