@@ -345,20 +345,58 @@ def main(cfg: DictConfig) -> float:
     return value
 
 
+def config_dirs(arguments: Sequence[str]) -> list[Path] | None:
+    """`configs/`, then the directories a `hydra.searchpath=[file://…]` argument adds.
+
+    None when the search path names something that is not a directory (a `pkg://` entry):
+    its options cannot be listed here, and Hydra is left to judge them.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    dirs = [CONFIG_DIR]
+    for argument in arguments:
+        if not argument.startswith("hydra.searchpath="):
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([argument])
+            entries = override.value()
+        except Exception:  # Hydra reports bad syntax in its own words
+            return None
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if not str(entry).startswith("file://"):
+                return None
+            dirs.append(Path(str(entry).removeprefix("file://")))
+    return dirs
+
+
+def group_options(dirs: Sequence[Path]) -> dict[str, list[str]]:
+    """Each config group's options ({"optimizer": ["adam", …]}) over `dirs`."""
+    options: dict[str, set[str]] = {}
+    for root in dirs:
+        for group in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            options.setdefault(group.name, set()).update(p.stem for p in group.glob("*.yaml"))
+    return {group: sorted(names) for group, names in sorted(options.items())}
+
+
 def unknown_options(arguments: Sequence[str]) -> list[str]:
     """`group=option` arguments naming an option that `configs/<group>/` lacks, one line each.
 
     Hydra would refuse them too, but with a page of search paths; this says it in a line.
     Sweeps (`optimizer=sgd,adma`) are checked value by value; other sweep syntax is left to Hydra.
+    Config directories added with `hydra.searchpath=[file://…]` count too.
     """
+    dirs = config_dirs(arguments)
+    if dirs is None:
+        return []
+    groups = group_options(dirs)
     found = []
     for argument in arguments:
         group, equals, value = argument.partition("=")
         hydra_group = group.split("/")[0] == "hydra"  # options also come from Hydra's plugins
-        plain = group and equals and (CONFIG_DIR / group).is_dir()
+        plain = group and equals and group in groups
         if not plain or hydra_group or "(" in value:
             continue
-        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        options = groups[group]
         for option in value.removeprefix("[").removesuffix("]").split(","):  # a, a,b or [a,b]
             if option not in options and option != "null":
                 found.append(
@@ -391,8 +429,8 @@ def print_help(arguments: Sequence[str]) -> None:
     """
     from hydra import compose, initialize_config_dir
 
-    groups = sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
-    lines = [f"{g.name}: " + ", ".join(sorted(o.stem for o in g.glob("*.yaml"))) for g in groups]
+    groups = group_options(config_dirs(arguments) or [CONFIG_DIR])
+    lines = [f"{group}: {', '.join(names)}" for group, names in groups.items() if group != "hydra"]
     overrides = [a for a in arguments if "=" in a and not a.startswith("-")]
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -552,7 +590,7 @@ def composition_problems(arguments: Sequence[str]) -> list[str]:
                 if culprit is None:
                     return [str(error).splitlines()[0]]
                 refused[culprit] = str(error)
-    groups = [p.name for p in CONFIG_DIR.iterdir() if p.is_dir()]
+    groups = list(group_options(config_dirs(arguments) or [CONFIG_DIR]))
     known = list(dict.fromkeys([key for key, _ in leaves_of(cfg)] + groups))
     found = [unknown_key_line(override, known) for override in refused]
     try:

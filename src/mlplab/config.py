@@ -306,6 +306,9 @@ def problems(cfg: DictConfig) -> list[str]:
     is about to do anyway).
     """
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    if missing := [key for key, value in leaves(container) if value == "???"]:
+        # A value a config leaves for the command line (`path: ???`).
+        return [f"{key} is missing: give it on the command line, {key}=<value>" for key in missing]
     own = {key: value for key, value in container.items() if key not in BY_SIGNATURE}
     values = dict(leaves(own))
     values.pop("logger", None)  # logger=none leaves an empty node

@@ -142,6 +142,9 @@ def fit_lightning(
     )
     datamodule = build_datamodule(cfg)
     record = TrainingRecord()
+    # What a model draws while it trains (dropout masks) comes from the global RNG, seeded
+    # here; what it is built from is seeded in `build_model`, and the data by `data.seed`.
+    L.seed_everything(cfg.seed, verbose=False)
     with lightning_quiet():
         trainer = L.Trainer(
             **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -199,6 +202,7 @@ def fit_raw(cfg: DictConfig, loggers: Sequence[Logger]) -> FitResult:
     scheduler = scheduler_config(cfg)
     if scheduler:
         scheduler = build_scheduler(scheduler, optimizer, total_steps)
+    L.seed_everything(cfg.seed, verbose=False)  # as fit_lightning: for dropout and the like
     val_metrics = EpochMetrics(task, out_features, prefix="val").to(device)
     losses: list[Tensor] = []
     state = {"val": {}, "validated_at": -1, "epoch": 0}
