@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -156,3 +157,19 @@ def test_experiments_declare_their_own_sweep(experiment, params) -> None:
     assert cfg.data.task == "regression"
     # what is compared is the only thing that differs: the rest is pinned by the experiment
     assert cfg.trainer.max_epochs == 40 and cfg.seed == 0
+
+
+def readme_groups() -> dict[str, list[str]]:
+    """README "Configuration": each group's row and the options it lists (in backticks)."""
+    text = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| `")]
+    return {row[1].strip().strip("`"): re.findall(r"`([^`]+)`", row[2]) for row in rows}
+
+
+def test_the_readme_configuration_table_lists_every_group_and_option() -> None:
+    listed = readme_groups()
+    launchers = listed.pop("hydra/launcher")
+    assert sorted(listed) == GROUPS
+    for group, options in listed.items():
+        assert sorted(options) == option_names(group), f"README row of {group}"
+    assert set(option_names("hydra/launcher")) <= set(launchers)

@@ -416,6 +416,8 @@ comma-separated values (optimizer=sgd,adam activation=relu,tanh -m).
 
 == Config{overrides} ==
 {config}
+Your own model, data, optimizer, activation, callback…: one YAML with a _target_ in
+configs/<group>/, or in a directory of your own added with hydra.searchpath=[file://<dir>].
 Also: --cfg job (the config, no training), --hydra-help (Hydra's own flags), resume=<job dir>,
 python eval.py run=<job dir>, python -m mlplab.report <dir>.
 """
