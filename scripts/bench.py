@@ -241,9 +241,15 @@ def main() -> None:
     summary["help_s"] = process_seconds(["--help"], process_repeats)
     summary["cfg_s"] = process_seconds(["--cfg", "job"], process_repeats)
     summary["refused_s"] = process_seconds(["model.hidden=0"], process_repeats)
+    # 400 jobs, one of them bad: every job is checked before the first one runs.
+    rates = ",".join(str(0.001 * (k + 1)) for k in range(19))
+    summary["sweep400_refused_s"] = process_seconds(
+        ["seed=range(0,20)", f"optimizer.lr={rates},-1", "-m"], 1
+    )
     print(
         f"\nstart-up (median of {process_repeats}): --help {summary['help_s']:.2f} s, "
-        f"--cfg job {summary['cfg_s']:.2f} s, refused override {summary['refused_s']:.2f} s"
+        f"--cfg job {summary['cfg_s']:.2f} s, refused override {summary['refused_s']:.2f} s; "
+        f"a 400-job sweep refused in {summary['sweep400_refused_s']:.2f} s"
     )
     print(json.dumps({key: round(value, 3) for key, value in summary.items()}))
 

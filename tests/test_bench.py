@@ -29,5 +29,5 @@ def test_bench_measures_every_path_and_ends_with_the_json_line(monkeypatch, caps
     for size in ("64", "4096"):
         for key in ("lightning_vs_floor", "lightning_vs_raw", "floor_vs_raw"):
             assert summary[f"{key}_{size}"] > 0
-    assert {"help_s", "cfg_s", "refused_s"} <= summary.keys()
+    assert {"help_s", "cfg_s", "refused_s", "sweep400_refused_s"} <= summary.keys()
     assert len([line for line in lines if line.startswith(("8/16", "16/32"))]) == 2 * 3

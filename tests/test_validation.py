@@ -7,14 +7,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from mlplab.cli import (
     CONFIG_DIR,
     bad_values,
     checked_config,
     composition_problems,
+    job_configs,
     missing_plugins,
     new_directory,
     run,
@@ -116,6 +120,8 @@ HYDRA_MISTAKES = [
     (["~seed"], "data.seed: cannot be resolved", 2),
     (["seed=${oops}"], "seed: cannot be resolved: Interpolation key 'oops' not found", 2),
     (["seed=${now:%Y}"], "seed='", 2),  # the string '2026', not the number
+    # Hydra composes a sweep first without its swept values: adam, the default, has no momentum
+    (["optimizer=sgd,rmsprop", "optimizer.momentum=0.9", "-m"], "++optimizer.momentum=0.9", 2),
 ]
 BAD_INPUTS += HYDRA_MISTAKES
 if not torch.cuda.is_available():
@@ -480,3 +486,24 @@ def test_new_directories_never_collide(tmp_path, monkeypatch) -> None:
     second = new_directory("outputs/sweeps/same-second")
     assert first == "outputs/sweeps/same-second" and second == "outputs/sweeps/same-second_2"
     assert Path(first).is_dir() and Path(second).is_dir()
+
+
+def test_a_sweep_is_checked_composing_once_per_choice_of_options(monkeypatch, tmp_path) -> None:
+    jobs = [
+        [f"optimizer={o}", f"optimizer.lr={lr}", f"seed={seed}", "+trainer.min_steps=2"]
+        for o in ("sgd", "adam")
+        for lr in (0.1, 0.01)
+        for seed in range(5)
+    ] + [["optimizer=adam", "optimizer.momentum=0.5"], ["data=binary", "seed=${oops}"]]
+    expected = []
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for job in jobs[:-2]:
+            cfg = compose("train", [*job, "paths.output_dir=not-created-yet"])
+            expected.append(OmegaConf.to_container(cfg, resolve=True))
+        calls = []
+        monkeypatch.setattr(hydra, "compose", lambda *a: calls.append(a) or compose(*a))
+        configs = list(job_configs("train", jobs))
+    assert [OmegaConf.to_container(c, resolve=True) for _, c in configs[:-2]] == expected
+    assert len(calls) == 1 + 2 + 1 + 1  # the defaults, one per optimizer, and each odd job
+    assert configs[-2][1].startswith("unknown key optimizer.momentum (=0.5): optimizer has lr")
+    assert OmegaConf.select(configs[-1][1], "data.task") == "binary"

@@ -12,6 +12,7 @@ written): 0 every job completed, 1 a job failed (its traceback is in its error.t
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import json
 import logging
@@ -563,7 +564,7 @@ def composition_problems(arguments: Sequence[str]) -> list[str]:
         if stray
         else []
     )
-    parser, overrides = OverridesParser.create(), []
+    parser, overrides, fixed = OverridesParser.create(), [], []  # fixed: not swept
     for word in words:
         if word in stray:
             continue
@@ -577,6 +578,8 @@ def composition_problems(arguments: Sequence[str]) -> list[str]:
         if override.is_sweep_override():
             first = next(iter(override.sweep_string_iterator()), "")
             word = f"{override.get_key_element()}={first}"
+        else:
+            fixed.append(word)
         overrides.append(word)
     if found:
         return found
@@ -600,6 +603,21 @@ def composition_problems(arguments: Sequence[str]) -> list[str]:
     except Exception as error:  # an interpolation that cannot be resolved (${oops}, ~seed)
         key = getattr(error, "full_key", "") or "the config"
         found.append(f"{key}: cannot be resolved: {str(error).splitlines()[0]}")
+    if not found and len(fixed) < len(overrides) and {"-m", "--multirun"} & set(arguments):
+        # Hydra composes a sweep's config first without the swept values: the fixed
+        # overrides must fit the default options too (optimizer=sgd,rmsprop
+        # optimizer.momentum=0.9 does not: adam, the default, has no momentum).
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            try:
+                compose("train", overrides=[*fixed, "paths.output_dir=not-created-yet"])
+            except ConfigCompositionException as error:
+                culprit = next((o for o in fixed if f"'{o.partition('=')[0]}'" in str(error)), "")
+                key = culprit.partition("=")[0]
+                return [
+                    f"{culprit or str(error).splitlines()[0]}: Hydra composes a sweep first "
+                    f"with the default options, which lack {key or 'it'}; write "
+                    f"++{culprit} to set it wherever the chosen options lack it"
+                ]
     return found
 
 
@@ -662,15 +680,59 @@ def sweep_problems(config: DictConfig) -> list[str]:
     if jobs is None:
         return []
     found: dict[str, str] = {}
-    for job in jobs:
-        if any(o.startswith("resume=") for o in job):
-            continue
-        cfg = hydra.compose(
-            config.hydra.job.config_name, [*job, "paths.output_dir=not-created-yet"]
-        )
-        for problem in problems(cfg):
+    jobs = [job for job in jobs if not any(o.startswith("resume=") for o in job)]
+    for job, cfg in job_configs(config.hydra.job.config_name, jobs):
+        for problem in [cfg] if isinstance(cfg, str) else problems(cfg):
             found.setdefault(problem, " ".join(job))
     return [f"{problem} (in the job: {job})" for problem, job in found.items()]
+
+
+def job_configs(
+    config_name: str, jobs: Sequence[Sequence[str]]
+) -> Iterator[tuple[Sequence[str], DictConfig | str]]:
+    """Each job's config as Hydra will compose it (or why it cannot), in a fraction of the time.
+
+    Composing takes ~0.2 s a job here (400 jobs: over a minute). Jobs that choose the same
+    options differ only in plain `key=value` changes, which Hydra applies last, with
+    `OmegaConf.update`: so Hydra composes once per choice of options, and each job's changes
+    are applied to a copy the same way.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import ConfigCompositionException
+
+    def compose(overrides: Sequence[str]) -> DictConfig | str:
+        try:
+            return hydra.compose(config_name, [*overrides, "paths.output_dir=not-created-yet"])
+        except ConfigCompositionException as error:
+            return str(error).splitlines()[0]
+
+    def applied_last(o: Any) -> bool:  # a plain change of an existing (or dotted) key
+        plain = o.type == OverrideType.CHANGE and o.package is None and "${" not in o.input_line
+        if not plain or o.is_hydra_override():
+            return False
+        return "." in o.key_or_group or (
+            o.key_or_group in reference and not OmegaConf.is_dict(reference[o.key_or_group])
+        )
+
+    parser, composed = OverridesParser.create(), {}
+    reference = compose([])
+    for job in jobs:
+        overrides = parser.parse_overrides(list(job))
+        options = tuple(o.input_line for o in overrides if not applied_last(o))
+        if options not in composed:
+            composed[options] = compose(options)
+        if isinstance(composed[options], str):
+            yield job, composed[options]
+            continue
+        cfg = copy.deepcopy(composed[options])
+        for override in (o for o in overrides if applied_last(o)):
+            key = override.key_or_group
+            if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+                cfg = unknown_key_line(override.input_line, [k for k, _ in leaves_of(cfg)])
+                break
+            OmegaConf.update(cfg, key, override.value(), merge=True)
+        yield job, cfg
 
 
 def without_hydra(config: DictConfig) -> DictConfig:
