@@ -96,6 +96,7 @@ def jobs_of(sweep_dir: Path) -> list[Path]:
     )
 
 
+@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
 def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
     jobs = jobs_of(sweep)
     assert len(jobs) == 6
@@ -116,6 +117,7 @@ def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
     assert len(combos) == 6
 
 
+@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
 def test_sweep_ends_with_its_report(sweep) -> None:
     with open(sweep / "summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -199,6 +201,7 @@ def tensorboard_server(sweep, tmp_path):
         log.close()
 
 
+@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
 def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_server) -> None:
     base = tensorboard_server
     runs = http_json(f"{base}/data/runs")

@@ -126,6 +126,25 @@ HYDRA_MISTAKES = [
 BAD_INPUTS += HYDRA_MISTAKES
 if not torch.cuda.is_available():
     BAD_INPUTS.append((["accelerator=gpu"], "no CUDA GPU was found", 2))
+# Run as real processes too (exit code, at most 3 lines, nothing written): every mistake Hydra
+# itself would answer, and one input per stage of mlplab's check. The in-process test holds
+# every input's message; these show each stage's refusal reaches the command line whole.
+ONE_PER_STAGE = [
+    ["optimizer=adma"],  # an option that does not exist (before Hydra starts)
+    ["model.hidden=0"],  # a value refused from the command line alone
+    ["optimizer=rmsprop", "optimizer.alpha=nan"],  # a value refused in the composed config
+    ["optimizer=sgd", "+optimizer.betas=[0.9,0.99]"],  # a key the target's signature lacks
+    ["optimizer._target_=torch.optim.NoSuch"],  # a target that cannot be imported
+    ["+trainer.max_epoch=3"],  # lightning.Trainer's signature
+    ["engine=raw", "trainer.limit_train_batches=0.5"],  # what the raw loop cannot honour
+    ["data.val_fraction=0.5", "data.test_fraction=0.5"],  # keys that depend on each other
+    ["resume=no/such/run"],
+    ["model.hidden=100000000", "data.batch_size=64"],  # memory
+    ["accelerator=cpu", "trainer.devices=2"],  # processes mlplab cannot start
+    ["logger.tensorboard.name=../../../../x"],  # a path outside the job directory
+    ["accelerator=gpu"],
+]
+AS_PROCESSES = [case for case in BAD_INPUTS if case in HYDRA_MISTAKES or case[0] in ONE_PER_STAGE]
 
 
 def train_in(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -166,8 +185,8 @@ def test_bad_input_is_refused_naming_the_key(tmp_path, arguments, key, code) -> 
 def refusals(
     tmp_path_factory,
 ) -> list[tuple[list[str], str, int, subprocess.CompletedProcess, Path]]:
-    """Every bad input, each run in its own empty directory (two at a time: one per core)."""
-    cases = [(args, key, code, tmp_path_factory.mktemp("bad")) for args, key, code in BAD_INPUTS]
+    """The inputs run as processes, each in its own empty directory (two at a time)."""
+    cases = [(args, key, code, tmp_path_factory.mktemp("bad")) for args, key, code in AS_PROCESSES]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda case: train_in(case[3], *case[0]), cases))
     return [
@@ -416,8 +435,9 @@ def test_there_are_at_least_20_bad_inputs() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("refusals")  # one worker runs the `refusals` fixture once
 @pytest.mark.parametrize(
-    "index", range(len(BAD_INPUTS)), ids=[" ".join(a) for a, _, _ in BAD_INPUTS]
+    "index", range(len(AS_PROCESSES)), ids=[" ".join(a) for a, _, _ in AS_PROCESSES]
 )
 def test_bad_input_is_refused_briefly_and_writes_nothing(refusals, index) -> None:
     _arguments, key, code, result, cwd = refusals[index]
