@@ -167,6 +167,32 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
     return cfg, summary.get("overrides", [])
 
 
+def quoted_resume(argument: str) -> str:
+    """`resume=<dir>` as Hydra reads one directory, whatever the directory is called.
+
+    A sweep job's directory is named by its overrides (`1_optimizer=sgd,activation=tanh`):
+    Hydra's override grammar refuses a bare `=` in a value and reads `,` as a sweep. Such a
+    value is given to Hydra quoted, so `resume=<job dir>` works as the shell passes it.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key, _, value = argument.partition("=")
+    if key != "resume" or value[:1] in ("'", '"'):
+        return argument
+    try:
+        (override,) = OverridesParser.create().parse_overrides([argument])
+        if not override.is_sweep_override():
+            return argument
+    except Exception:  # Hydra cannot parse it: the quotes below make it one string
+        pass
+    return f"resume={hydra_quoted(value)}"
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as one string in Hydra's override grammar, whatever characters it holds."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
     """A saved config whose run was moved or copied to `job_dir`, pointing there.
 
@@ -466,7 +492,7 @@ def bad_values(arguments: Sequence[str]) -> list[str]:
 
 def run() -> None:
     """`python train.py …`: answer --help, refuse bad options and values at once, else run Hydra."""
-    arguments = sys.argv[1:]
+    arguments = [quoted_resume(a) for a in sys.argv[1:]]
     with refuse_bad_config():
         if found := unknown_options(arguments) + missing_plugins(arguments):
             raise ConfigError("\n".join(found))
@@ -478,6 +504,7 @@ def run() -> None:
         flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments)
         if not flags and (found := composition_problems(arguments)):  # --cfg etc.: Hydra's
             raise ConfigError("\n".join(found))
+    sys.argv[1:] = arguments  # @hydra.main reads its command line from sys.argv
     main()
 
 
