@@ -82,9 +82,20 @@ OmegaConf.register_new_resolver(
     use_cache=True,
     replace=True,
 )
-OmegaConf.register_new_resolver(
-    "mlplab.hydra_subdir", lambda resume: ".hydra-resume" if resume else ".hydra", replace=True
-)
+
+
+def hydra_subdir(resume: str | None, job_dir: str) -> str | None:
+    """Where Hydra saves a job's composed config: `.hydra`, never over a run's own.
+
+    A resumed job gets `.hydra-resume`; a job a resumed sweep keeps as it is gets none
+    (None: Hydra writes nothing into it).
+    """
+    if resume:
+        return ".hydra-resume"
+    return {"new": ".hydra", "resumed": ".hydra-resume", "kept": None}[job_fate(Path(job_dir))]
+
+
+OmegaConf.register_new_resolver("mlplab.hydra_subdir", hydra_subdir, replace=True)
 
 
 @contextlib.contextmanager
@@ -143,10 +154,17 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
             f"overrides ({' '.join(others)}); only {' and '.join(RESUME_OVERRIDES)} may change"
         )
     config_file = job_dir / "config.yaml"
+    if not config_file.is_file() and any(job_dir.glob("*/metrics.json")):
+        raise ConfigError(
+            f"resume={job_dir}: it holds jobs but no multirun.yaml, so it cannot be resumed "
+            "as one sweep (only the basic sweeper's can); resume its jobs one by one with "
+            "resume=<job dir>"
+        )
     if not config_file.is_file():
         raise ConfigError(
-            f"resume={job_dir}: no mlplab run there (no config.yaml); "
-            "expected the directory of a job, e.g. outputs/runs/<date_time>"
+            f"resume={job_dir}: no mlplab run or sweep there (no config.yaml or multirun.yaml); "
+            "expected the directory of a job (outputs/runs/<date_time>) or of a sweep "
+            "(outputs/sweeps/<date_time>)"
         )
     summary_file = job_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -166,6 +184,89 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
     if problem := unreadable_checkpoint(job_dir / "checkpoints" / "last.ckpt"):
         raise ConfigError(f"resume={job_dir}: {problem}; nothing was changed")
     return cfg, summary.get("overrides", [])
+
+
+# Set (through Hydra's hydra.job.env_set) on every job of a sweep that `resume=<sweep dir>`
+# finishes: a job whose directory already holds a run is kept or resumed, not trained again.
+RESUMING_SWEEP = "MLPLAB_RESUMING_SWEEP"
+# Outcomes a resumed sweep keeps: training them again would only give the same.
+KEPT = ("completed", "diverged")
+
+
+def job_fate(job_dir: Path) -> str:
+    """What a resumed sweep does with the job in `job_dir`: "kept", "resumed" or "new".
+
+    A job that wrote its config was started: kept if it completed or diverged, else (killed,
+    interrupted, failed) resumed from its last checkpoint. Any other job starts.
+    """
+    if not (job_dir / "config.yaml").is_file():
+        return "new"
+    summary_file = job_dir / "metrics.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return "kept" if summary.get("status") in KEPT else "resumed"
+
+
+def quoted_resume(argument: str) -> str:
+    """`resume=<dir>` as Hydra reads one directory, whatever the directory is called.
+
+    A sweep job's directory is named by its overrides (`1_optimizer=sgd,activation=tanh`):
+    Hydra's override grammar refuses a bare `=` in a value and reads `,` as a sweep. Such a
+    value is given to Hydra quoted, so `resume=<job dir>` works as the shell passes it.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key, _, value = argument.partition("=")
+    if key != "resume" or value[:1] in ("'", '"'):
+        return argument
+    try:
+        (override,) = OverridesParser.create().parse_overrides([argument])
+        if not override.is_sweep_override():
+            return argument
+    except Exception:  # Hydra cannot parse it: the quotes below make it one string
+        pass
+    return f"resume={hydra_quoted(value)}"
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as one string in Hydra's override grammar, whatever characters it holds."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def is_sweep_directory(path: Path) -> bool:
+    """A directory a sweep (`-m`) wrote: its multirun.yaml, and no run of its own."""
+    return (path / "multirun.yaml").is_file() and not (path / "config.yaml").is_file()
+
+
+def resumed_sweep_arguments(sweep_dir: Path, arguments: Sequence[str]) -> list[str]:
+    """The command line that finishes the sweep in `sweep_dir`: the one that started it.
+
+    Hydra's basic sweeper numbers a sweep's jobs in the order of its overrides, so the same
+    overrides give every job the same directory again; there, each job is kept, resumed or
+    started (`job_fate`), and the report covers them all.
+    """
+    others = [a for a in arguments if not a.startswith("resume=") and a not in ("-m", "--multirun")]
+    if others:
+        raise ConfigError(
+            f"resume={sweep_dir} finishes a sweep with the settings it was started with; "
+            f"drop the other arguments ({' '.join(others)})"
+        )
+    saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+    if sweep_jobs(saved) is None:
+        sweeper = str(saved.hydra.sweeper._target_).rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"resume={sweep_dir}: its sweeper ({sweeper}) chooses each job as it goes, so the "
+            "jobs cannot be matched to their directories again; resume them one by one with "
+            "resume=<job dir>"
+        )
+    ours = ("hydra.sweep.dir", "hydra.mode", f"+hydra.job.env_set.{RESUMING_SWEEP}")
+    hydra_overrides = [o for o in saved.hydra.overrides.hydra if o.partition("=")[0] not in ours]
+    return [
+        *hydra_overrides,
+        *saved.hydra.overrides.task,
+        f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}",
+        f"+hydra.job.env_set.{RESUMING_SWEEP}=1",
+        "-m",
+    ]
 
 
 def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
@@ -297,9 +398,20 @@ def checked_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfi
 def main(cfg: DictConfig) -> float:
     """Run one job; return its final `val/loss` (NaN if it did not complete) for sweepers."""
     hydra_cfg = HydraConfig.get()
+    overrides = hydra_cfg.overrides.task
+    if RESUMING_SWEEP in hydra_cfg.job.env_set:  # resume=<sweep dir>: this job may have run
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        fate = job_fate(job_dir)
+        if fate == "kept":  # its results stay as they are: nothing is written, not a log line
+            summary = json.loads((job_dir / "metrics.json").read_text())
+            return summary.get("metrics", {}).get("val/loss", math.nan)
+        with refuse_bad_config():
+            claim_job_directory(job_dir, resume=True)
+        if fate == "resumed":  # exactly as resume=<job dir>
+            cfg.resume, overrides = str(job_dir), []
     resume = cfg.resume
     with refuse_bad_config():
-        cfg, overrides = checked_config(cfg, hydra_cfg.overrides.task)
+        cfg, overrides = checked_config(cfg, overrides)
     if cfg.extras.print_config:
         print_config_tree(cfg)
     log.info(
@@ -419,8 +531,8 @@ comma-separated values (optimizer=sgd,adam activation=relu,tanh -m).
 {config}
 Your own model, data, optimizer, activation, callback…: one YAML with a _target_ in
 configs/<group>/, or in a directory of your own added with hydra.searchpath=[file://<dir>].
-Also: --cfg job (the config, no training), --hydra-help (Hydra's own flags), resume=<job dir>,
-python eval.py run=<job dir>, python -m mlplab.report <dir>.
+Also: --cfg job (the config, no training), --hydra-help (Hydra's own flags),
+resume=<job dir> or resume=<sweep dir>, python eval.py run=<job dir>, python -m mlplab.report <dir>.
 """
 
 
@@ -527,8 +639,10 @@ def chosen_target(group: str, arguments: Sequence[str]) -> str | None:
 
 def run() -> None:
     """`python train.py …`: answer --help, refuse bad options and values at once, else run Hydra."""
-    arguments = sys.argv[1:]
+    arguments = [quoted_resume(a) for a in sys.argv[1:]]
     with refuse_bad_config():
+        if (target := resume_target(arguments)) and is_sweep_directory(target):
+            arguments = resumed_sweep_arguments(target, arguments)
         if found := unknown_options(arguments) + missing_plugins(arguments):
             raise ConfigError("\n".join(found))
         if "--help" in arguments or "-h" in arguments:
@@ -539,7 +653,23 @@ def run() -> None:
         flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments)
         if not flags and (found := composition_problems(arguments)):  # --cfg etc.: Hydra's
             raise ConfigError("\n".join(found))
+    sys.argv[1:] = arguments  # @hydra.main reads its command line from sys.argv
     main()
+
+
+def resume_target(arguments: Sequence[str]) -> Path | None:
+    """The directory of `resume=<dir>`, as Hydra will read it; None without one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for argument in arguments:
+        if argument.startswith("resume="):
+            try:
+                (override,) = OverridesParser.create().parse_overrides([argument])
+            except Exception:  # Hydra reports bad syntax in its own words
+                return None
+            value = override.value()
+            return Path(value) if isinstance(value, str) else None
+    return None
 
 
 def composition_problems(arguments: Sequence[str]) -> list[str]:
@@ -773,6 +903,37 @@ def claim_job_directory(job_dir: Path, resume: bool) -> None:
     _claimed.append(lock)
 
 
+def resumed_sweep_problems(config: DictConfig, sweep_dir: Path) -> list[str]:
+    """Why the sweep in `sweep_dir` cannot be finished as `config` says, one line each.
+
+    Its jobs must be the ones it started with (configs edited since may change them), and
+    every started job it will resume must be resumable. Logs what will happen to the jobs.
+    """
+    jobs = sweep_jobs(config)
+    if jobs != sweep_jobs(OmegaConf.load(sweep_dir / "multirun.yaml")):
+        return [
+            f"resume={sweep_dir}: the configs changed since this sweep started and now give "
+            "other jobs; resume its jobs one by one with resume=<job dir>"
+        ]
+    found, fates = [], []
+    for summary in sorted(sweep_dir.rglob("metrics.json")):
+        fates.append(job_fate(summary.parent))
+        if fates[-1] == "resumed":
+            try:
+                resumed_config(summary.parent, [])
+            except ConfigError as error:
+                found.append(str(error))
+    kept, resumed = fates.count("kept"), fates.count("resumed")
+    log.info(
+        "finishing the sweep in %s: %d jobs kept (completed or diverged), %d resumed, %d started",
+        sweep_dir,
+        kept,
+        resumed,
+        len(jobs or ()) - kept - resumed,
+    )
+    return found
+
+
 class SweepGuard(Callback):
     """Hydra callback: refuse bad configs before any directory or job; set sweeps' exit code."""
 
@@ -790,6 +951,17 @@ class SweepGuard(Callback):
                     "hydra/launcher: SLURM was chosen, but this machine has no srun; "
                     "run on the cluster, or try hydra/launcher=submitit_local here"
                 )
+            if found:
+                raise ConfigError("\n".join(found))
+            sweep_dir = Path(config.hydra.sweep.dir)  # named (a new one: created) only now
+            claim_job_directory(sweep_dir, resume=True)  # one process per sweep directory
+            if RESUMING_SWEEP in config.hydra.job.env_set:
+                found = resumed_sweep_problems(config, sweep_dir)
+            elif (sweep_dir / "multirun.yaml").exists():
+                found = [
+                    f"hydra.sweep.dir={sweep_dir} already holds a sweep; finish it with "
+                    f"resume={sweep_dir}, or choose another directory"
+                ]
             if found:
                 raise ConfigError("\n".join(found))
 

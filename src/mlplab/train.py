@@ -36,8 +36,10 @@ def run_engine(
 def build_loggers(cfg: DictConfig, purge_step: int | None = None) -> list[Logger]:
     """The experiment loggers of the `logger/` group (none for `logger=none`).
 
-    With `purge_step` (a resumed run), TensorBoard hides what the run logged from that step
-    on before it stopped; the resumed run logs it again.
+    With `purge_step`, TensorBoard hides what the run logged from that step on before it
+    stopped (a resumed run logs it again). A new run passes 0: its file opens with the session
+    start that TensorBoard's server takes as a run's beginning; only a later one, a resume's,
+    counts as a restart that hides what came after it.
     """
     loggers = []
     for options in (cfg.get("logger") or {}).values():
@@ -98,7 +100,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
         # A data-parallel rank started by torchrun or SLURM, not by us: train, write nothing.
         ckpt_path = checkpoint if resume and checkpoint.exists() else None
         return run_engine(cfg, build_loggers(cfg), ckpt_path).metrics
-    ckpt_path, purge_step = None, None
+    ckpt_path, purge_step = None, 0  # 0: a new run's logs begin with a session start
     if resume:
         remove_stale_temporaries(checkpoint.parent)
         ckpt_path = checkpoint if checkpoint.exists() else None
