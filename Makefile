@@ -26,11 +26,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 train: $(VENV)/.installed  ## train with the default config (or: make train ARGS="optimizer=sgd")
 	$(BIN)/python train.py $(ARGS)
 
+# The suite runs in parallel, one pytest-xdist worker per core (most tests wait on training
+# subprocesses); tests that share an expensive module fixture stay on one worker (loadgroup).
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadgroup
+
 test: $(VENV)/.installed-dev  ## the whole suite, slow end-to-end runs included (what CI runs)
-	$(BIN)/python -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(VENV)/.installed-dev  ## everything but the tests marked slow
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 tensorboard: $(VENV)/.installed  ## TensorBoard on 127.0.0.1 for the latest sweep (or LOGDIR=…)
 	$(BIN)/tensorboard --host 127.0.0.1 --logdir "$${LOGDIR:-$$(ls -td outputs/sweeps/*/ | head -n 1)}"

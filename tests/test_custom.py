@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import initialize_config_dir
 
 from mlplab.build import build_datamodule, build_model, optimizer_factory
-from mlplab.cli import unknown_options
+from mlplab.cli import CONFIG_DIR, job_configs, unknown_options
 from mlplab.config import problems
 from mlplab.fit import fit_lightning, fit_raw
 
@@ -103,6 +104,14 @@ def test_a_mistake_with_an_own_part_is_answered_from_its_class(
     tmp_path, csv_file, overrides, message
 ) -> None:
     assert problems(own_config(tmp_path, csv_file, *overrides)) == [message]
+
+
+def test_a_sweep_over_own_options_is_checked_in_its_own_config_directory() -> None:
+    jobs = [["data=mycsv", f"data.path=table{k}.csv", "optimizer=nadam"] for k in range(2)]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        configs = list(job_configs("train", jobs, [f"file://{CUSTOM}"]))
+    assert [cfg.data.path for _, cfg in configs] == ["table0.csv", "table1.csv"]  # was ???
+    assert all(cfg.optimizer._target_ == "torch.optim.NAdam" for _, cfg in configs)
 
 
 def test_options_of_an_own_config_directory_are_known_to_the_early_check() -> None:

@@ -50,7 +50,7 @@ BAD_INPUTS = [
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "data.val_fraction=0.5", 2),
     (["data=classification", "data.out_features=1"], "data.out_features=1", 2),
     (["data=binary", "data.in_features=1"], "data.in_features=1", 2),
-    (["data.out_features=3"], "data.out_features=3", 2),  # regression has one output
+    (["data=binary", "data.out_features=3"], "data.out_features=3", 2),  # one output
     (["optimizer.lr=-1"], "optimizer.lr=-1", 2),
     (["optimizer.lr=0"], "optimizer.lr=0", 2),
     (["optimizer.lr=inf"], "optimizer.lr=inf", 2),

@@ -811,14 +811,25 @@ def sweep_problems(config: DictConfig) -> list[str]:
         return []
     found: dict[str, str] = {}
     jobs = [job for job in jobs if not any(o.startswith("resume=") for o in job)]
-    for job, cfg in job_configs(config.hydra.job.config_name, jobs):
+    searchpath = list(config.hydra.get("searchpath") or [])
+    for job, cfg in job_configs(config.hydra.job.config_name, jobs, searchpath):
         for problem in [cfg] if isinstance(cfg, str) else problems(cfg):
             found.setdefault(problem, " ".join(job))
     return [f"{problem} (in the job: {job})" for problem, job in found.items()]
 
 
+def has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether `cfg` has the dotted `key`, also when its value is left missing (`???`)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        return OmegaConf.select(cfg, key, default=KeyError, throw_on_missing=True) is not KeyError
+    except MissingMandatoryValue:
+        return True
+
+
 def job_configs(
-    config_name: str, jobs: Sequence[Sequence[str]]
+    config_name: str, jobs: Sequence[Sequence[str]], searchpath: Sequence[str] = ()
 ) -> Iterator[tuple[Sequence[str], DictConfig | str]]:
     """Each job's config as Hydra will compose it (or why it cannot), in a fraction of the time.
 
@@ -831,9 +842,14 @@ def job_configs(
     from hydra.core.override_parser.types import OverrideType
     from hydra.errors import ConfigCompositionException
 
+    # Each composition sets Hydra's search path anew: the sweep's own config dirs go with it.
+    where = [f"hydra.searchpath=[{','.join(map(hydra_quoted, searchpath))}]"] if searchpath else []
+
     def compose(overrides: Sequence[str]) -> DictConfig | str:
         try:
-            return hydra.compose(config_name, [*overrides, "paths.output_dir=not-created-yet"])
+            return hydra.compose(
+                config_name, [*where, *overrides, "paths.output_dir=not-created-yet"]
+            )
         except ConfigCompositionException as error:
             return str(error).splitlines()[0]
 
@@ -858,7 +874,7 @@ def job_configs(
         cfg = copy.deepcopy(composed[options])
         for override in (o for o in overrides if applied_last(o)):
             key = override.key_or_group
-            if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            if not has_key(cfg, key):
                 cfg = unknown_key_line(override.input_line, [k for k, _ in leaves_of(cfg)])
                 break
             OmegaConf.update(cfg, key, override.value(), merge=True)
