@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -297,6 +298,45 @@ def test_tensorboard_hparams_tab_of_a_single_run(tmp_path) -> None:
     shown = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
     assert shown["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-7)
     assert shown["test/r2"] == pytest.approx(metrics["test/r2"], rel=1e-7)
+
+
+def test_make_tensorboard_serves_a_sweep_by_name_on_a_free_port(tmp_path) -> None:
+    sweeps = tmp_path / "sweeps"
+    for name in ("older", "newer"):
+        (sweeps / name).mkdir(parents=True)
+    os.utime(sweeps / "older", (0, 0))
+    venv = Path(sys.executable).parent.parent  # this one, built or not by make: never rebuilt
+    make = ["make", "-s", "-o", f"{venv}/.installed", "tensorboard", f"VENV={venv}"]
+    make.append(f"SWEEPS={sweeps}")
+    latest = subprocess.run([*make, "-n"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert f'--logdir "{sweeps}/newer"' in latest.stdout
+    missing = subprocess.run([*make, "SWEEP=typo"], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert f"no directory {sweeps}/typo; the sweeps in {sweeps}: newer, older" in missing.stderr
+
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # already taken by another program: as good
+            taken.bind(("127.0.0.1", 6006))
+            taken.listen()
+        server = subprocess.Popen(
+            [*make, "SWEEP=older"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # make, its shell and TensorBoard: stopped together below
+        )
+        try:
+            output = ""
+            while "http://" not in output and (line := server.stdout.readline()):
+                output += line
+            assert f"TensorBoard for {sweeps}/older\n" in output
+            base = re.search(r"http://127\.0\.0\.1:(\d+)/", output)
+            assert base and base[1] != "6006", output
+            assert http_json(f"{base[0]}data/environment")["data_location"] == f"{sweeps}/older"
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def test_homework_experiment_is_one_command(tmp_path) -> None:
