@@ -36,8 +36,17 @@ test: $(VENV)/.installed-dev  ## the whole suite, slow end-to-end runs included 
 test-fast: $(VENV)/.installed-dev  ## everything but the tests marked slow
 	$(PYTEST) -m "not slow" $(ARGS)
 
-tensorboard: $(VENV)/.installed  ## TensorBoard on 127.0.0.1 for the latest sweep (or LOGDIR=…)
-	$(BIN)/tensorboard --host 127.0.0.1 --logdir "$${LOGDIR:-$$(ls -td outputs/sweeps/*/ | head -n 1)}"
+# TensorBoard serves one sweep: the latest under $(SWEEPS), or SWEEP=<its name>, or LOGDIR=<any
+# directory>. It takes port 6006 or, when that is taken, the next free one; it prints its address.
+SWEEPS ?= outputs/sweeps
+SWEEP ?= $(notdir $(patsubst %/,%,$(shell ls -td $(SWEEPS)/*/ 2>/dev/null | head -n 1)))
+LOGDIR ?= $(if $(SWEEP),$(SWEEPS)/$(SWEEP))
+
+tensorboard: $(VENV)/.installed  ## TensorBoard on 127.0.0.1 for the latest sweep (or SWEEP=<name>, LOGDIR=<dir>)
+	@test -n "$(LOGDIR)" || { echo "no sweep in $(SWEEPS) yet: run one (train.py ... -m), or pass LOGDIR=<dir>" >&2; exit 2; }
+	@test -d "$(LOGDIR)" || { echo "no directory $(LOGDIR); the sweeps in $(SWEEPS): $$(ls -m $(SWEEPS))" >&2; exit 2; }
+	@echo "TensorBoard for $(LOGDIR)"
+	$(BIN)/tensorboard --host 127.0.0.1 --logdir "$(LOGDIR)"
 
 homework: $(VENV)/.installed  ## the homework sweep; refreshes the table and picture under docs/
 	rm -rf outputs/sweeps/homework

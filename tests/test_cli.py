@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,18 +148,19 @@ def http_json(url: str, body: dict | None = None) -> object:
         return json.loads(response.read())
 
 
-@pytest.fixture
-def tensorboard_server(sweep, tmp_path):
-    """The real TensorBoard server over the sweep, on a free loopback port; stopped after."""
+@contextlib.contextmanager
+def serve_tensorboard(logdir: Path, log_path: Path) -> Iterator[str]:
+    """The real TensorBoard server over `logdir`, on a free loopback port, once it has read
+    every train/loss point of every run in it; stopped after."""
     port = free_port()
-    log = open(tmp_path / "tensorboard.log", "wb")  # noqa: SIM115 (closed below)
+    log = open(log_path, "wb")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tensorboard.main",
             "--logdir",
-            str(sweep),
+            str(logdir),
             "--host",
             "127.0.0.1",
             "--port",
@@ -169,7 +173,8 @@ def tensorboard_server(sweep, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     expected = {
-        f"{job.name}/tensorboard": len(scalars(job)["train/loss"]) for job in jobs_of(sweep)
+        str(events.parent.relative_to(logdir)): len(scalars(events.parent.parent)["train/loss"])
+        for events in logdir.glob("**/tensorboard/events.out.tfevents.*")
     }
 
     def loaded() -> bool:
@@ -191,8 +196,8 @@ def tensorboard_server(sweep, tmp_path):
                     break
             except OSError:  # not listening yet, or the tag is not known yet (HTTP 400)
                 pass
-            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
-            assert time.monotonic() < deadline, "TensorBoard did not serve the sweep within 60 s"
+            assert server.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "TensorBoard did not serve the runs within 60 s"
             time.sleep(0.3)
         yield base
     finally:
@@ -201,23 +206,16 @@ def tensorboard_server(sweep, tmp_path):
         log.close()
 
 
-@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
-def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_server) -> None:
-    base = tensorboard_server
-    runs = http_json(f"{base}/data/runs")
-    assert sorted(runs) == sorted(f"{job.name}/tensorboard" for job in jobs_of(sweep))
-    for run in runs:
-        query = urllib.parse.urlencode({"run": run, "tag": "train/loss"})
-        served = [
-            (step, value)
-            for _, step, value in http_json(f"{base}/data/plugin/scalars/scalars?{query}")
-        ]
-        assert served == scalars(sweep / run.removesuffix("/tensorboard"))["train/loss"]
+@pytest.fixture
+def tensorboard_server(sweep, tmp_path):
+    """The real TensorBoard server over the six-job sweep."""
+    with serve_tensorboard(sweep, tmp_path / "tensorboard.log") as base:
+        yield base
 
+
+def hparams_tab(base: str) -> tuple[dict, list[dict]]:
+    """What the HParams tab shows: the experiment (its columns) and the session groups (rows)."""
     experiment = http_json(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
-    hparams = {info["name"] for info in experiment["hparamInfos"]}
-    assert {"optimizer", "activation", "optimizer.lr", "model.hidden"} <= hparams
-    assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"val/loss", "val/r2"}
     groups = http_json(
         f"{base}/data/plugin/hparams/session_groups",
         {
@@ -232,15 +230,113 @@ def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_
             ],
         },
     )["sessionGroups"]
+    return experiment, groups
+
+
+@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
+def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_server) -> None:
+    base = tensorboard_server
+    job_runs = sorted(f"{job.name}/tensorboard" for job in jobs_of(sweep))
+    runs = http_json(f"{base}/data/runs")
+    assert sorted(runs) == [".", *job_runs]  # ".": the sweep's experiment summary, no data
+    for run in job_runs:
+        query = urllib.parse.urlencode({"run": run, "tag": "train/loss"})
+        served = [
+            (step, value)
+            for _, step, value in http_json(f"{base}/data/plugin/scalars/scalars?{query}")
+        ]
+        assert served == scalars(sweep / run.removesuffix("/tensorboard"))["train/loss"]
+
+    experiment, groups = hparams_tab(base)
+    infos = {info["name"]: info for info in experiment["hparamInfos"]}
+    # every run's hyperparameters: Adam's and SGD's own included, lists as text
+    assert {"optimizer", "activation", "optimizer.lr", "model.hidden"} <= set(infos)
+    assert {"optimizer.betas", "optimizer.eps", "optimizer.momentum"} <= set(infos)
+    assert infos["optimizer.betas"]["domainDiscrete"] == ["[0.9, 0.999]"]
+    assert sorted(infos["optimizer"]["domainDiscrete"]) == ["Adam", "SGD"]
+    assert sorted(infos["activation"]["domainDiscrete"]) == ["GELU", "ReLU", "Tanh"]
+    # differs: exactly the hyperparameters whose values differ between the served runs
     assert len(groups) == 6
+    differ = {
+        name
+        for name in infos
+        if len({json.dumps(g["hparams"][name]) for g in groups if name in g["hparams"]}) > 1
+    }
+    assert {"optimizer", "activation"} <= differ
+    assert {name for name, info in infos.items() if info.get("differs")} == differ
+    shown_first = [info["name"] for info in experiment["hparamInfos"]][: len(differ)]
+    assert set(shown_first) == differ  # the tab shows the first five columns
+    assert {m["name"]["tag"] for m in experiment["metricInfos"]} == {
+        "val/loss",
+        "val/r2",
+        "test/loss",
+        "test/r2",
+        "train/loss",
+    }
     for group in groups:
         metrics = json.loads(
             (sweep / group["name"].removesuffix("/tensorboard") / "metrics.json").read_text()
         )
         shown = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-        assert shown["val/loss"] == pytest.approx(metrics["metrics"]["val/loss"], rel=1e-7)
-        assert shown["val/r2"] == pytest.approx(metrics["metrics"]["val/r2"], rel=1e-7)
-        assert group["hparams"]["optimizer"] in {"SGD", "Adam"}
+        for tag in ("val/loss", "val/r2", "test/loss", "test/r2", "train/loss"):
+            assert shown[tag] == pytest.approx(metrics["metrics"][tag], rel=1e-7)
+        optimizer = group["hparams"]["optimizer"]
+        assert optimizer in {"SGD", "Adam"}
+        assert ("optimizer.betas" in group["hparams"]) == (optimizer == "Adam")
+
+
+def test_tensorboard_hparams_tab_of_a_single_run(tmp_path) -> None:
+    run_train("trainer.max_epochs=2", f"hydra.run.dir={tmp_path}/run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    with serve_tensorboard(tmp_path / "run", tmp_path / "tensorboard.log") as base:
+        experiment, groups = hparams_tab(base)
+    hparams = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"optimizer", "activation", "optimizer.lr", "optimizer.betas"} <= hparams
+    assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"val/loss", "test/r2"}
+    (group,) = groups
+    assert group["hparams"]["optimizer"] == "Adam"
+    shown = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+    assert shown["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-7)
+    assert shown["test/r2"] == pytest.approx(metrics["test/r2"], rel=1e-7)
+
+
+def test_make_tensorboard_serves_a_sweep_by_name_on_a_free_port(tmp_path) -> None:
+    sweeps = tmp_path / "sweeps"
+    for name in ("older", "newer"):
+        (sweeps / name).mkdir(parents=True)
+    os.utime(sweeps / "older", (0, 0))
+    venv = Path(sys.executable).parent.parent  # this one, built or not by make: never rebuilt
+    make = ["make", "-s", "-o", f"{venv}/.installed", "tensorboard", f"VENV={venv}"]
+    make.append(f"SWEEPS={sweeps}")
+    latest = subprocess.run([*make, "-n"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert f'--logdir "{sweeps}/newer"' in latest.stdout
+    missing = subprocess.run([*make, "SWEEP=typo"], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert f"no directory {sweeps}/typo; the sweeps in {sweeps}: newer, older" in missing.stderr
+
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # already taken by another program: as good
+            taken.bind(("127.0.0.1", 6006))
+            taken.listen()
+        server = subprocess.Popen(
+            [*make, "SWEEP=older"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # make, its shell and TensorBoard: stopped together below
+        )
+        try:
+            output = ""
+            while "http://" not in output and (line := server.stdout.readline()):
+                output += line
+            assert f"TensorBoard for {sweeps}/older\n" in output
+            base = re.search(r"http://127\.0\.0\.1:(\d+)/", output)
+            assert base and base[1] != "6006", output
+            assert http_json(f"{base[0]}data/environment")["data_location"] == f"{sweeps}/older"
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def test_homework_experiment_is_one_command(tmp_path) -> None:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 from mlplab.cli import CONFIG_DIR
 from mlplab.report import main as report_main
@@ -81,6 +84,27 @@ def test_loss_curve_picture_is_a_real_image(sweep) -> None:
     height, width = image.shape[:2]
     assert 800 <= width <= 3000 and 300 <= height <= 2000
     assert image.std() > 0.05  # not a blank canvas
+
+
+def test_one_hparams_experiment_covers_every_run(sweep) -> None:
+    write_report(sweep)  # again, as resume= does: the experiment is replaced, not added to
+    events = EventAccumulator(str(sweep))  # the sweep directory's own event files only
+    events.Reload()
+    assert len(events.Tensors(metadata.EXPERIMENT_TAG)) == 1  # TensorBoard reads the first
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG]
+    experiment = metadata.parse_experiment_plugin_data(content)
+    infos = {info.name: info for info in experiment.hparam_infos}
+    logged = [  # what Lightning recorded for each job, beside its event files
+        yaml.safe_load((sweep / name / "tensorboard" / "hparams.yaml").read_text()) for name in JOBS
+    ]
+    assert set(infos) == {name for params in logged for name in params}  # SGD's and Adam's
+    differ = {name for name in infos if len({p[name] for p in logged if name in p}) > 1}
+    assert {"optimizer", "activation"} <= differ
+    assert {name for name, info in infos.items() if info.differs} == differ
+    assert list(infos["activation"].domain_discrete) == ["ReLU", "Tanh"]
+    assert list(infos["optimizer.betas"].domain_discrete) == ["[0.9, 0.999]"]
+    tags = [metric.name.tag for metric in experiment.metric_infos]
+    assert tags == ["val/loss", "val/r2", "test/loss", "test/r2", "train/loss"]
 
 
 def test_report_rebuilds_for_one_run_and_for_several_sweeps(sweep, tmp_path, capsys) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mlplab.hparams import write_experiment
+
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = ("val/r2", "val/acc")  # the task metric: R² for regression, accuracy otherwise
@@ -313,7 +315,7 @@ def plot_curves(runs: Sequence[Run], path: Path, title: str) -> None:
 
 
 def write_report(root: Path) -> tuple[list[dict[str, Any]], str]:
-    """Write summary.csv, summary.md and loss_curves.png into `root`; return rows and title."""
+    """Write summary.csv, summary.md, loss_curves.png and the HParams experiment into `root`."""
     root = Path(root)
     runs = find_runs(root)
     if not runs:
@@ -323,6 +325,7 @@ def write_report(root: Path) -> tuple[list[dict[str, Any]], str]:
     write_csv(rows, root / "summary.csv")
     write_atomically(root / "summary.md", f"# {title}\n\n{markdown_table(rows)}".encode())
     plot_curves(runs, root / "loss_curves.png", title)
+    write_experiment(root)  # TensorBoard's HParams tab over every run
     return rows, title
 
 

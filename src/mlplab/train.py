@@ -19,7 +19,6 @@ from mlplab import ddp
 from mlplab.checkpoint import remove_stale_temporaries, replace_atomically, write_json
 from mlplab.fit import Diverged, FitResult, build_callbacks, fit_lightning, fit_raw
 from mlplab.resume import checkpoint_step, roll_back_csv, wait_for_a_new_second
-from mlplab.tasks import SCORE_NAMES
 
 CONFIG_FILE = "config.yaml"  # the job's resolved config, beside its metrics.json (see evaluate.py)
 
@@ -70,17 +69,18 @@ def hyperparameters(cfg: DictConfig) -> dict[str, str | int | float | bool]:
 def log_hyperparameters(loggers: Sequence[Logger], cfg: DictConfig) -> None:
     """Record the run's hyperparameters, so TensorBoard's HParams tab can compare runs.
 
-    The HParams tab shows, for each run, the last value of the metric tags named here: the
-    real final val/test losses and scores. Nothing is logged under a placeholder such as
-    Lightning's default `hp_metric` (which `log_hyperparams(params, metrics)` would write).
+    A run logs its own values only (a session start and end), not an experiment summary: given
+    several, TensorBoard takes one run's arbitrarily, hiding what the others set and what differs
+    between them. A sweep writes one for all its runs at its end (`mlplab.hparams`); for a lone
+    run or a sweep still running, TensorBoard builds one from the runs' values and scalar tags.
+    Nothing is logged under a placeholder such as Lightning's default `hp_metric`.
     """
     params = hyperparameters(cfg)
-    score = SCORE_NAMES[cfg.data.task]
-    metrics = {tag: 0.0 for tag in ("val/loss", f"val/{score}", "test/loss", f"test/{score}")}
     for logger in loggers:
         logger.log_hyperparams(params)  # hparams.yaml; no metrics, so no extra scalar points
         if isinstance(logger, TensorBoardLogger):
-            for summary in hparams(params, metrics):  # values unused: only the tag names count
+            _, session_start, session_end = hparams(params, {})  # the experiment: see above
+            for summary in (session_start, session_end):
                 logger.experiment.file_writer.add_summary(summary)
 
 
