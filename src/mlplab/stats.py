@@ -90,7 +90,7 @@ def estimate(values: Sequence[float]) -> Estimate:
 
 @dataclass(frozen=True)
 class Difference:
-    """mean(a) − mean(b), its 95% interval, and the t-test's two-sided p-value."""
+    """mean(a) - mean(b), its 95% interval, and the t-test's two-sided p-value."""
 
     test: str  # "paired" (over matched seeds) or "Welch"
     n: tuple[int, int]
@@ -118,10 +118,7 @@ def difference(a: Sequence[float], b: Sequence[float], paired: bool = False) -> 
         diff, se = statistics.fmean(a) - statistics.fmean(b), math.sqrt(va + vb)
         # Welch–Satterthwaite degrees of freedom
         df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1
-    if se == 0:
-        p = 1.0 if diff == 0 else 0.0
-    else:
-        p = t_two_sided_p(diff / se, df)
+    p = t_two_sided_p(diff / se, df) if se else float(diff == 0)  # no spread: all or nothing
     half = t_quantile((1 + CONFIDENCE) / 2, df) * se
     test = "paired" if paired else "Welch"
     return Difference(test, (len(a), len(b)), diff, diff - half, diff + half, p)
