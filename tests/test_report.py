@@ -339,4 +339,7 @@ def test_per_seed_draws_each_seed_instead_of_the_band(tmp_path, capsys) -> None:
     lines = matplotlib.image.imread(root / "loss_curves.png")
     assert band.shape == lines.shape and abs(band - lines).sum() > 0
     printed = capsys.readouterr().out
-    assert "no detectable difference" in printed and "mean ± 95% CI over seeds" in printed
+    assert (
+        "no detectable difference" in printed
+        and "mean ± 95% CI over the configuration's seeds" in printed
+    )

@@ -475,7 +475,8 @@ def print_report(report: Report) -> None:
     if report.grouped:
         columns = [c.removesuffix(" mean") for c in report.grouped[0] if c.endswith(" mean")]
         rows = grouped_table_rows(report.grouped, columns)
-        print_table(rows, f"{report.title}: mean ± 95% CI over seeds", list(rows[0]))
+        print("Each cell: mean ± 95% CI over the configuration's seeds (summary.md says more).")
+        print_table(rows, report.title, list(rows[0]))
     else:
         print_table(report.rows, report.title, table_columns(report.rows))
 
