@@ -13,9 +13,7 @@ import io
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
-from mlplab.report import Group, Run, write_atomically
 from mlplab.stats import CONFIDENCE, t_quantile
 
 log = logging.getLogger(__name__)
@@ -26,6 +24,8 @@ MAX_LEGEND_ENTRIES = 16  # per legend key
 MAX_POINTS = 2000  # per drawn line: longer curves are thinned (after smoothing)
 DASHES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
 PANELS = ("train/loss", "val/loss")
+
+Curves = dict[str, list[tuple[int, float]]]  # tag → (step, value) pairs: one run's curves
 
 
 def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
@@ -54,7 +54,7 @@ def plot_roles(configs: Sequence[dict[str, str]]) -> tuple[str | None, str | Non
     return colour, style, facets
 
 
-def curve_band(runs: Sequence[Run], tag: str):
+def curve_band(runs: Sequence[Curves], tag: str):
     """(steps, mean, low, high, per-run values) over the steps every run logged, or None.
 
     Training curves are smoothed run by run first. With one run, low and high are None.
@@ -63,7 +63,7 @@ def curve_band(runs: Sequence[Run], tag: str):
 
     per_run = []
     for run in runs:
-        if points := run.curves.get(tag):
+        if points := run.get(tag):
             steps, values = zip(*points, strict=True)
             values = smooth(values) if tag == "train/loss" else values
             per_run.append(dict(zip(steps, values, strict=True)))
@@ -90,11 +90,10 @@ def thinned(*arrays):
     return tuple(None if a is None else a[..., keep] for a in arrays)
 
 
-def draw_group(axes, group: Group, line: dict, per_seed: bool) -> list[float]:
+def draw_group(axes, runs: Sequence[Curves], line: dict, per_seed: bool) -> list[float]:
     """One configuration's curves in one row of panels; returns the values drawn."""
     import numpy as np
 
-    runs = [run for run in group.completed if run.curves] or [r for r in group.runs if r.curves]
     drawn: list[float] = []
     for ax, tag in zip(axes, PANELS, strict=True):
         band = curve_band(runs, tag)
@@ -110,7 +109,7 @@ def draw_group(axes, group: Group, line: dict, per_seed: bool) -> list[float]:
             for run_values in values:
                 ax.plot(steps, run_values, color=line["color"], alpha=0.35, linewidth=0.7)
         elif low is None and tag == "train/loss":  # one run: its raw curve, faint, beneath
-            raw_steps, raw = thinned(*(np.array(a) for a in zip(*runs[0].curves[tag], strict=True)))
+            raw_steps, raw = thinned(*(np.array(a) for a in zip(*runs[0][tag], strict=True)))
             ax.plot(raw_steps, raw, color=line["color"], alpha=0.15, linewidth=0.6)
         ax.plot(steps, mean, **line, **marker)
         drawn += [float(v) for v in mean] + ([float(v) for v in low] if low is not None else [])
@@ -131,9 +130,15 @@ def legend_handles(values: dict[str, object], kind: str) -> list:
     return handles
 
 
-def plot_curves(groups: Sequence[Group], path: Path, title: str, per_seed: bool = False) -> None:
-    """train/loss (smoothed) and val/loss against step: per configuration, the mean over its
-    seeds in a 95% band (with `per_seed`, each seed's line instead of the band).
+def plot_curves(
+    configs: Sequence[dict[str, str]],
+    curves: Sequence[Sequence[Curves]],
+    title: str,
+    per_seed: bool = False,
+) -> bytes:
+    """The PNG of train/loss (smoothed) and val/loss against step: for each configuration (its
+    overrides, its runs' curves), the mean over its seeds in a 95% band (with `per_seed`, each
+    seed's line around the mean instead of the band).
 
     All panels share their axes; the y axis is logarithmic when losses span over a decade.
     """
@@ -142,10 +147,10 @@ def plot_curves(groups: Sequence[Group], path: Path, title: str, per_seed: bool 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colour_key, style_key, facet_keys = plot_roles([group.config for group in groups])
+    colour_key, style_key, facet_keys = plot_roles(configs)
 
     def values_of(key: str | None) -> list[str]:
-        return list(dict.fromkeys(g.config[key] for g in groups)) if key else [""]
+        return list(dict.fromkeys(config[key] for config in configs)) if key else [""]
 
     colour_values = values_of(colour_key)
     cmap = plt.get_cmap("tab10" if len(colour_values) <= 10 else "viridis")
@@ -154,16 +159,15 @@ def plot_curves(groups: Sequence[Group], path: Path, title: str, per_seed: bool 
         for i, v in enumerate(colour_values)
     }
     styles = {v: DASHES[i % len(DASHES)] for i, v in enumerate(values_of(style_key))}
-    facets = list(dict.fromkeys(tuple(g.config[k] for k in facet_keys) for g in groups))
+    facets = list(dict.fromkeys(tuple(c[k] for k in facet_keys) for c in configs))
     if len(facets) > MAX_PANEL_ROWS:
         left_out = [
             ", ".join(f"{k}={v}" for k, v in zip(facet_keys, f, strict=True))
             for f in facets[MAX_PANEL_ROWS:]
         ]
         log.warning(
-            "%s shows the first %d of %d rows of panels; left out: %s%s "
+            "the picture shows the first %d of %d rows of panels; left out: %s%s "
             "(summary.csv has every run)",
-            path.name,
             MAX_PANEL_ROWS,
             len(facets),
             "; ".join(left_out[:5]),
@@ -181,20 +185,20 @@ def plot_curves(groups: Sequence[Group], path: Path, title: str, per_seed: bool 
         squeeze=False,
     )
     plotted: list[float] = []
-    for group in groups:
-        facet = tuple(group.config[k] for k in facet_keys)
+    for config, runs in zip(configs, curves, strict=True):
+        facet = tuple(config[k] for k in facet_keys)
         if facet not in facets:
             continue
         line = {
-            "color": colours[group.config[colour_key]] if colour_key else "C0",
-            "linestyle": styles[group.config[style_key]] if style_key else "-",
+            "color": colours[config[colour_key]] if colour_key else "C0",
+            "linestyle": styles[config[style_key]] if style_key else "-",
             "linewidth": 1.6,
         }
-        plotted += draw_group(axes[facets.index(facet)], group, line, per_seed)
+        plotted += draw_group(axes[facets.index(facet)], runs, line, per_seed)
 
     positive = [v for v in plotted if v > 0 and math.isfinite(v)]
     log_scale = bool(positive) and max(positive) / min(positive) > 10
-    seeds = max(len(group.completed) for group in groups) > 1
+    seeds = max(len(runs) for runs in curves) > 1
     spread = "; each seed and their mean" if per_seed else "; mean over seeds, 95% CI band"
     spread = spread if seeds else ""
     panel_names = (
@@ -227,4 +231,4 @@ def plot_curves(groups: Sequence[Group], path: Path, title: str, per_seed: bool 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    write_atomically(path, buffer.getvalue())
+    return buffer.getvalue()

@@ -461,7 +461,14 @@ def write_report(root: Path, per_seed: bool = False) -> Report:
     if report.comparisons:
         write_csv(comparison_rows(report.comparisons), root / "summary_comparisons.csv")
     write_atomically(root / "summary.md", markdown_report(report, columns).encode())
-    plot_curves(groups, root / "loss_curves.png", title, per_seed)
+    # each configuration's curves: its completed runs' (all its runs' if none completed)
+    curves = [
+        [run.curves for run in group.completed if run.curves]
+        or [run.curves for run in group.runs if run.curves]
+        for group in groups
+    ]
+    configs = [group.config for group in groups]
+    write_atomically(root / "loss_curves.png", plot_curves(configs, curves, title, per_seed))
     return report
 
 
