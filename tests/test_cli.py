@@ -342,6 +342,7 @@ def test_make_tensorboard_serves_a_sweep_by_name_on_a_free_port(tmp_path) -> Non
 def test_homework_experiment_is_one_command(tmp_path) -> None:
     output = run_train(  # no -m: the experiment declares itself a sweep
         "experiment=homework",
+        "seed=0,1",  # two of its five seeds, to keep the test short
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
         "data.num_samples=400",
@@ -349,11 +350,18 @@ def test_homework_experiment_is_one_command(tmp_path) -> None:
     )
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(row["optimizer"], row["activation"]) for row in rows] == [
-        (o, a) for o in ("sgd", "adam") for a in ("relu", "tanh", "gelu")
+    assert [(row["optimizer"], row["activation"], row["seed"]) for row in rows] == [
+        (o, a, s) for o in ("sgd", "adam") for a in ("relu", "tanh", "gelu") for s in "01"
     ]
+    with open(tmp_path / "summary_by_config.csv") as f:
+        configs = list(csv.DictReader(f))
+    assert [(c["optimizer"], c["activation"], c["n"]) for c in configs] == [
+        (o, a, "2") for o in ("sgd", "adam") for a in ("relu", "tanh", "gelu")
+    ]
+    assert "optimizer=adam - optimizer=sgd at activation=tanh, val/loss:" in output
     table_end = output.rindex("└")  # the rich table's last line: nothing follows it
-    assert output.rindex("6 runs in") > output.rindex("final metrics")
+    assert output.rindex("12 runs in") > output.rindex("final metrics")
+    assert output.rindex("mean ± 95% CI over the configuration's seeds") > output.rindex("p = ")
     assert output[table_end:].count("\n") <= 1, output[table_end:]
 
 

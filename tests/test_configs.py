@@ -142,12 +142,15 @@ def test_cfg_job_prints_the_composed_config(tmp_path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+SEEDS = "0,1,2,3,4"  # each configuration five times: init and batch order vary, the data not
+
+
 @pytest.mark.parametrize(
     ("experiment", "params"),
     [
-        ("optimizers", {"optimizer": "sgd,adam"}),
-        ("activations", {"activation": "relu,tanh,gelu"}),
-        ("homework", {"optimizer": "sgd,adam", "activation": "relu,tanh,gelu"}),
+        ("optimizers", {"optimizer": "sgd,adam", "seed": SEEDS}),
+        ("activations", {"activation": "relu,tanh,gelu", "seed": SEEDS}),
+        ("homework", {"optimizer": "sgd,adam", "activation": "relu,tanh,gelu", "seed": SEEDS}),
     ],
 )
 def test_experiments_declare_their_own_sweep(experiment, params) -> None:
@@ -155,8 +158,8 @@ def test_experiments_declare_their_own_sweep(experiment, params) -> None:
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == params
     assert cfg.data.task == "regression"
-    # what is compared is the only thing that differs: the rest is pinned by the experiment
-    assert cfg.trainer.max_epochs == 40 and cfg.seed == 0
+    # what is compared (over seeds) is the only thing that differs: the rest is pinned
+    assert cfg.trainer.max_epochs == 40 and cfg.data.seed == 0 and cfg.engine == "raw"
 
 
 def readme_groups() -> dict[str, list[str]]:

@@ -96,6 +96,23 @@ def test_datamodule_splits_without_overlap(make_cfg, task, target_dtype, target_
     assert y.dtype == target_dtype and y.shape[1:] == target_shape
 
 
+def first_epoch(dm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training inputs in the order epoch 0 serves them, and the test targets."""
+    dm.setup()
+    return torch.cat([x for x, _ in dm.train_dataloader()]), dm.splits["test"].y
+
+
+def test_seed_changes_the_batch_order_data_seed_the_data(make_cfg) -> None:
+    order, test = first_epoch(build_datamodule(make_cfg()))
+    other_seed_order, other_seed_test = first_epoch(build_datamodule(make_cfg("seed=1")))
+    assert torch.equal(other_seed_test, test)  # the same samples and splits ...
+    assert torch.equal(other_seed_order.sort(0).values, order.sort(0).values)
+    assert not torch.equal(other_seed_order, order)  # ... visited in another order
+    other_data_order, other_data_test = first_epoch(build_datamodule(make_cfg("data.seed=1")))
+    assert not torch.equal(other_data_test, test)  # another dataset
+    assert not torch.equal(other_data_order.sort(0).values, order.sort(0).values)
+
+
 def test_only_the_training_loader_shuffles(make_cfg) -> None:
     dm = build_datamodule(make_cfg())
     dm.setup()

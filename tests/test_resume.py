@@ -15,6 +15,7 @@ import torch
 
 from mlplab.build import build_model
 from mlplab.fit import TrainingRecord
+from mlplab.report import read_curve_rows
 from mlplab.train import train
 
 from .test_cli import tensorboard_runs
@@ -60,6 +61,8 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert sb["status"] == "completed"
     assert sa["metrics"] == sb["metrics"] and sa["steps"] == sb["steps"]
     assert ta == tb  # every tag, every step exactly once, every value bit-equal
+    # and so is the logger-independent record the report reads
+    assert read_curve_rows(a / "curves.csv") == read_curve_rows(b / "curves.csv") != []
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

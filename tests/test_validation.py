@@ -117,7 +117,7 @@ HYDRA_MISTAKES = [
     (["seed==1"], "seed==1: Hydra cannot parse it", 2),
     (["optimizer.lr=[1,"], "optimizer.lr=[1,: Hydra cannot parse it", 2),
     (["optimizer", "=", "sgd"], "optimizer = sgd: not key=value", 2),
-    (["~seed"], "data.seed: cannot be resolved", 2),
+    (["~seed"], "data.shuffle_seed: cannot be resolved", 2),
     (["seed=${oops}"], "seed: cannot be resolved: Interpolation key 'oops' not found", 2),
     (["seed=${now:%Y}"], "seed='", 2),  # the string '2026', not the number
     # Hydra composes a sweep first without its swept values: adam, the default, has no momentum

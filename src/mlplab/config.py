@@ -192,6 +192,7 @@ CLASS_RULES = {
         "num_samples": integer(1),
         "noise": number(0),
         "seed": SEED,
+        "shuffle_seed": optional(SEED),
         "batch_size": integer(1),
         "val_fraction": FRACTION,
         "test_fraction": FRACTION,

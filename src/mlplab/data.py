@@ -1,8 +1,10 @@
 """Synthetic data generated from a seed, and the DataModule that serves it.
 
-Everything random here draws from explicit `torch.Generator`s seeded from `seed`, never from
-the global RNG: the same seed gives the same samples, splits and batch order in any engine,
-in any process, whatever else has consumed random numbers before.
+Everything random here draws from explicit `torch.Generator`s, never from the global RNG: the
+samples and splits from `seed` (the dataset: `data.seed`), the batch order from `shuffle_seed`
+(the run's `seed`, like the initialisation), so several seeds of one config train on the same
+data. The same seeds give the same samples, splits and batch order in any engine, in any
+process, whatever else has consumed random numbers before.
 
 The samples are computed in float64 and rounded to float32 once, at the end. In float32,
 torch picks its sampling and sine kernels by what the CPU offers (`ATEN_CPU_CAPABILITY`:
@@ -253,6 +255,10 @@ class EpochLoader(DataLoader):
 class SyntheticDataModule(L.LightningDataModule):
     """Generates one task's data from `seed`, splits it, and serves train/val/test loaders.
 
+    The training batches are shuffled in an order drawn from `shuffle_seed` (`seed` if None):
+    the configs set it to the run's seed, so that `seed` varies how a model trains and
+    `data.seed` what it trains on.
+
     Under data parallelism the training loader shards each global batch itself (so the
     Trainer runs with `use_distributed_sampler=False`, as `configs/accelerator/ddp*.yaml` set).
     """
@@ -265,6 +271,7 @@ class SyntheticDataModule(L.LightningDataModule):
         num_samples: int,
         noise: float,
         seed: int = 0,
+        shuffle_seed: int | None = None,
         batch_size: int = 64,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
@@ -277,6 +284,7 @@ class SyntheticDataModule(L.LightningDataModule):
         self.num_samples = num_samples
         self.noise = noise
         self.seed = seed
+        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -301,7 +309,7 @@ class SyntheticDataModule(L.LightningDataModule):
     def loader(self, split: str, shuffle: bool = False, replicas: int = 1, rank: int = 0):
         """A loader over one split, in batches of `batch_size`."""
         dataset = self.splits[split]
-        order = EpochOrder(len(dataset), shuffle, self.seed)
+        order = EpochOrder(len(dataset), shuffle, self.shuffle_seed)
         sampler = EpochBatchSampler(order, self.batch_size, replicas=replicas, rank=rank)
         return EpochLoader(
             dataset,

@@ -1,11 +1,17 @@
-"""The sweep report: one table row and one pair of loss curves per run, for any directory of runs.
+"""The sweep report: a table row per run, statistics per configuration, and the loss curves.
 
 `python -m mlplab.report <dir> [<dir> ...]` writes `summary.csv`, `summary.md` and
 `loss_curves.png` into each directory and prints the table; `SweepReport`, a Hydra callback,
 does the same at the end of every multirun. Numbers come from each job's `metrics.json`; the
-curves (and the best val/loss) from its TensorBoard event files, read by TensorBoard's own reader.
-Heavy imports (tensorboard, matplotlib, rich) happen inside the functions that need them, so
-the callback costs nothing at start-up.
+curves (and the best val/loss) from its `curves.csv`, written whatever the logger (see
+`mlplab.curves`; for runs older than it, from TensorBoard's event files).
+
+Runs that differ only in `seed` form one configuration: the report then adds
+`summary_by_config.csv` (n, mean, sd and 95% interval of the final and best val/loss and the
+task metric), compares the two values of every override swept over exactly two (Welch's or a
+paired t-test over the seeds: `summary_comparisons.csv`), and draws each configuration's mean
+curve in a band. Heavy imports (tensorboard, matplotlib, rich) happen inside the functions
+that need them, so the callback costs nothing at start-up.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mlplab.hparams import write_experiment
+from mlplab.stats import Difference, difference, estimate
 
 log = logging.getLogger(__name__)
 
+CURVES_FILE = "curves.csv"  # step,tag,value rows, written by mlplab.curves.CurveLogger
 SCORE_COLUMNS = ("val/r2", "val/acc")  # the task metric: R² for regression, accuracy otherwise
 CURVE_TAGS = ("train/loss", "val/loss")
-MAX_OVERLAID_RUNS = 12  # beyond this, one panel per colour instead of one crowded panel
+MAX_PRINTED_COMPARISONS = 12  # in the terminal; summary.md and the CSV have them all
+NUMBER = re.compile(r"^$|^[-+]?[\d.]")  # a cell to right-align (blank, or it starts a number)
 
 
 @dataclass
@@ -56,8 +65,29 @@ def natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def read_curves(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """train/loss and val/loss as (step, value) pairs, every point kept."""
+def read_curve_rows(path: Path) -> list[list[str]]:
+    """The (step, tag, value) rows of a curves.csv, as text; none if there is no such file.
+
+    A row cut short by a kill (anything but three fields with an integer step) is dropped.
+    """
+    if not path.is_file():
+        return []
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))[1:]
+    return [row for row in rows if len(row) == 3 and row[0].lstrip("-").isdigit()]
+
+
+def read_curve_record(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """train/loss and val/loss from a job's curves.csv, as (step, value) pairs in step order."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for step, tag, value in read_curve_rows(path):
+        if tag in CURVE_TAGS:
+            curves.setdefault(tag, []).append((int(step), float(value)))
+    return {tag: sorted(points, key=lambda point: point[0]) for tag, points in curves.items()}
+
+
+def read_tensorboard_curves(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """train/loss and val/loss from TensorBoard's event files (runs older than curves.csv)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not tensorboard_dir.is_dir():
@@ -71,15 +101,35 @@ def read_curves(tensorboard_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
+def read_run_curves(job: Path) -> dict[str, list[tuple[int, float]]]:
+    """A job's curves: from its curves.csv, else (an older run) from its TensorBoard files."""
+    if (job / CURVES_FILE).is_file():
+        return read_curve_record(job / CURVES_FILE)
+    return read_tensorboard_curves(job / "tensorboard")
+
+
 def find_runs(root: Path) -> list[Run]:
-    """Every job under `root` (at any depth) that wrote a metrics.json, in job order."""
+    """Every job under `root` (at any depth) that wrote a metrics.json, in job order.
+
+    Warns, once, about the runs without curves (their pictures and best val/loss are blank).
+    """
     runs = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: natural_key(str(p))):
         job = path.parent
         summary = read_summary(path)
         if summary is None:
             continue
-        runs.append(Run(str(job.relative_to(root)), summary, read_curves(job / "tensorboard")))
+        runs.append(Run(str(job.relative_to(root)), summary, read_run_curves(job)))
+    if blank := [run.name for run in runs if not run.curves]:
+        log.warning(
+            "no curves for %d of %d runs (%s%s): no %s and no TensorBoard events; "
+            "their curves and best val/loss stay blank",
+            len(blank),
+            len(runs),
+            ", ".join(blank[:3]),
+            ", …" if len(blank) > 3 else "",
+            CURVES_FILE,
+        )
     return runs
 
 
@@ -107,23 +157,24 @@ def varying_keys(runs: Sequence[Run]) -> list[str]:
     return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
 
 
+def outcome(run: Run, column: str) -> Any:
+    """One of a run's results: a final metric, or the best (lowest) val/loss of its curve."""
+    if column == "best val/loss":
+        val_curve = [value for _, value in run.curves.get("val/loss", [])]
+        return min(val_curve) if val_curve else None
+    return run.summary.get("metrics", {}).get(column)
+
+
 def summary_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """One row per run: the varying overrides, then the outcome."""
     keys = varying_keys(runs)
     scores = [c for c in SCORE_COLUMNS if any(c in run.summary.get("metrics", {}) for run in runs)]
     rows = []
     for run in runs:
-        metrics = run.summary.get("metrics", {})
-        val_curve = [value for _, value in run.curves.get("val/loss", [])]
         row: dict[str, Any] = {"run": run.name}
         row |= {key: run.overrides.get(key, "") for key in keys}
-        row |= {
-            "status": run.summary.get("status", "unknown"),
-            "train/loss": metrics.get("train/loss"),
-            "val/loss": metrics.get("val/loss"),
-            "best val/loss": min(val_curve) if val_curve else None,
-        }
-        row |= {score: metrics.get(score) for score in scores}
+        row["status"] = run.summary.get("status", "unknown")
+        row |= {c: outcome(run, c) for c in ("train/loss", "val/loss", "best val/loss", *scores)}
         row |= {
             "epochs": run.summary.get("epochs"),
             "steps": run.summary.get("steps"),
@@ -131,6 +182,145 @@ def summary_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
         }
         rows.append(row)
     return rows
+
+
+@dataclass
+class Group:
+    """The runs of one configuration: the same overrides but for `seed`."""
+
+    config: dict[str, str]  # the overrides that tell configurations apart
+    runs: list[Run]
+
+    @property
+    def completed(self) -> list[Run]:
+        return [run for run in self.runs if run.summary.get("status") == "completed"]
+
+    def values(self, column: str) -> dict[str, float]:
+        """seed (or run name, if no seed was set) → the column's value, completed runs only."""
+        values = {}
+        for run in self.completed:
+            value = outcome(run, column)
+            if isinstance(value, int | float):
+                values[run.overrides.get("seed", run.name)] = float(value)
+        return values
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """The runs grouped by configuration (all overrides but `seed`), in order of appearance."""
+    keys = [key for key in varying_keys(runs) if key != "seed"] if len(runs) > 1 else []
+    groups: dict[tuple[str, ...], Group] = {}
+    for run in runs:
+        config = {key: run.overrides.get(key, "") for key in keys}
+        groups.setdefault(tuple(config.values()), Group(config, [])).runs.append(run)
+    return list(groups.values())
+
+
+def statistic_columns(runs: Sequence[Run]) -> list[str]:
+    """What each configuration is summarised by: final and best val/loss, the task metric."""
+    return ["val/loss", "best val/loss"] + [
+        c for c in SCORE_COLUMNS if any(c in run.summary.get("metrics", {}) for run in runs)
+    ]
+
+
+def grouped_rows(groups: Sequence[Group], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per configuration: n (completed runs), then mean, sd and 95% CI per column."""
+    rows = []
+    for group in groups:
+        row: dict[str, Any] = dict(group.config)
+        row |= {"n": len(group.completed), "not completed": len(group.runs) - len(group.completed)}
+        for column in columns:
+            values = list(group.values(column).values())
+            e = estimate(values) if values else None
+            for name, value in zip(
+                ("mean", "sd", "ci95 low", "ci95 high"),
+                (e.mean, e.sd, e.low, e.high) if e else (None,) * 4,
+                strict=True,
+            ):
+                row[f"{column} {name}"] = None if value is None or math.isnan(value) else value
+        row["seeds"] = " ".join(run.overrides.get("seed", "?") for run in group.completed)
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One override's two values compared at fixed other overrides, on one column."""
+
+    key: str
+    values: tuple[str, str]  # (first, second): the difference is second - first
+    at: dict[str, str]
+    column: str
+    result: Difference
+
+    def sentence(self) -> str:
+        """What a reviewer reads: the difference, its interval and p, and what it supports."""
+        first, second = self.values
+        r = self.result
+        where = f" at {', '.join(f'{k}={v}' for k, v in self.at.items())}" if self.at else ""
+        over = f" over {r.n[0]} seeds" if r.test == "paired" else f", n = {r.n[1]} and {r.n[0]}"
+        verdict = (
+            f"{second} {'higher' if r.difference > 0 else 'lower'}"
+            if r.detectable
+            else "no detectable difference"
+        )
+        return (
+            f"{self.key}={second} - {self.key}={first}{where}, {self.column}: "
+            f"{r.difference:+.3g} (95% CI {r.low:+.3g} to {r.high:+.3g}; "
+            f"{r.test} t-test{over}, p = {r.p:.2g}): {verdict}"
+        )
+
+
+def comparisons(groups: Sequence[Group], columns: Sequence[str]) -> list[Comparison]:
+    """Every override swept over exactly two values, compared at each setting of the others.
+
+    Paired over seeds when both configurations ran the same seeds, Welch's test otherwise;
+    both need two completed runs or more.
+    """
+    keys = list(groups[0].config) if groups else []
+    found = []
+    for key in keys:
+        values = list(dict.fromkeys(group.config[key] for group in groups))
+        if len(values) != 2:
+            continue
+        by_setting: dict[tuple, dict[str, Group]] = {}
+        for group in groups:
+            rest = tuple((k, v) for k, v in group.config.items() if k != key)
+            by_setting.setdefault(rest, {})[group.config[key]] = group
+        for rest, pair in by_setting.items():
+            if len(pair) < 2:
+                continue
+            for column in columns:
+                a, b = (pair[value].values(column) for value in values)
+                if len(a) < 2 or len(b) < 2:
+                    continue
+                if a.keys() == b.keys():  # the same seeds: compare each seed's pair
+                    result = difference([b[s] for s in a], [a[s] for s in a], paired=True)
+                else:
+                    result = difference(list(b.values()), list(a.values()))
+                found.append(Comparison(key, (values[0], values[1]), dict(rest), column, result))
+    return found
+
+
+def comparison_rows(found: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """The comparisons as rows for summary_comparisons.csv."""
+    return [
+        {
+            "key": c.key,
+            "first": c.values[0],
+            "second": c.values[1],
+            "at": " ".join(f"{k}={v}" for k, v in c.at.items()),
+            "column": c.column,
+            "test": c.result.test,
+            "n first": c.result.n[1],
+            "n second": c.result.n[0],
+            "difference (second - first)": c.result.difference,
+            "ci95 low": c.result.low,
+            "ci95 high": c.result.high,
+            "p": c.result.p,
+            "detectable": c.result.detectable,
+        }
+        for c in found
+    ]
 
 
 def display(value: Any) -> str:
@@ -165,27 +355,27 @@ def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return columns[1:] if has_overrides else columns
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The summary as a GitHub-flavoured Markdown table."""
-    columns = table_columns(rows)
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """`columns` of `rows` as a GitHub-flavoured Markdown table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(display(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
-    """The summary in the terminal, as a rich table."""
+def print_table(rows: Sequence[dict[str, Any]], title: str, columns: Sequence[str]) -> None:
+    """`columns` of `rows` in the terminal, as a rich table; runs that did not complete in red."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    columns = table_columns(rows)
     cells = [[display(row[c]) for c in columns] for row in rows]
-    numeric = {c for c in columns if any(isinstance(row[c], int | float) for row in rows)}
+    numeric = {c for i, c in enumerate(columns) if all(NUMBER.match(t[i]) for t in cells)}
     for column in columns:
         table.add_column(column, justify="right" if column in numeric else "left", no_wrap=True)
     for row, texts in zip(rows, cells, strict=True):
-        table.add_row(*texts, style=None if row["status"] == "completed" else "red")
+        table.add_row(
+            *texts, style=None if row.get("status", "completed") == "completed" else "red"
+        )
     # Never squeeze numbers into ellipses: widen past a narrow (or absent) terminal instead.
     widths = [max(len(c), *(len(t[i]) for t in cells)) for i, c in enumerate(columns)]
     console = Console()
@@ -193,170 +383,152 @@ def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
     console.print(table)
 
 
-def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
-    """TensorBoard's debiased exponential moving average, for readable noisy step curves."""
-    out, average = [], 0.0
-    for i, value in enumerate(values, start=1):
-        average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight**i))
-    return out
+@dataclass
+class Report:
+    """What write_report wrote: the rows per run and per configuration, the comparisons."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    grouped: list[dict[str, Any]]  # empty unless some configuration ran with several seeds
+    comparisons: list[Comparison]
 
 
-def plot_roles(runs: Sequence[Run]) -> tuple[str | None, str | None, list[str]]:
-    """Which varying override sets the colour, which the line style, which split panels.
-
-    Colour follows the optimizer (else the first varying override), line style the
-    activation (else the next); any further override gets a row of panels of its own, and
-    so does each colour when too many runs would share one panel.
-    """
-    keys = varying_keys(runs) if len(runs) > 1 else []
-    colour = "optimizer" if "optimizer" in keys else (keys[0] if keys else None)
-    rest = [k for k in keys if k != colour]
-    style = "activation" if "activation" in rest else (rest[0] if rest else None)
-    facets = [k for k in rest if k != style]
-    if not facets and colour and len(runs) > MAX_OVERLAID_RUNS:
-        facets = [colour]
-    return colour, style, facets
+def mean_ci(row: dict[str, Any], column: str) -> str:
+    """ "mean ± half-width of the 95% CI" (the mean alone for a single run)."""
+    mean, low, high = (row[f"{column} {name}"] for name in ("mean", "ci95 low", "ci95 high"))
+    if mean is None:
+        return ""
+    return f"{mean:.4g} ± {(high - low) / 2:.2g}" if low is not None else f"{mean:.4g}"
 
 
-def plot_curves(runs: Sequence[Run], path: Path, title: str) -> None:
-    """train/loss (smoothed, over the faint raw curve) and val/loss against step, per run.
+def grouped_table_rows(grouped: Sequence[dict], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The per-configuration rows as a person reads them: n, then mean ± CI per column."""
+    shown = []
+    for row in grouped:
+        config = {k: v for k, v in row.items() if k == "n" or not k.startswith(tuple(columns))}
+        config.pop("seeds"), config.pop("not completed")
+        shown.append(config | {column: mean_ci(row, column) for column in columns})
+    return shown
 
-    All panels share their axes; the y axis is logarithmic when losses span over a decade.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    colour_key, style_key, facet_keys = plot_roles(runs)
-
-    def values_of(key: str | None) -> list[str]:
-        return list(dict.fromkeys(run.overrides.get(key, "") for run in runs)) if key else [""]
-
-    colour_values = values_of(colour_key)
-    if len(colour_values) <= 10:
-        palette = [plt.get_cmap("tab10")(i) for i in range(len(colour_values))]
-    else:
-        palette = [
-            plt.get_cmap("viridis")(i / (len(colour_values) - 1)) for i in range(len(colour_values))
-        ]
-    colours = dict(zip(colour_values, palette, strict=True))
-    dashes = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
-    styles = {v: dashes[i % len(dashes)] for i, v in enumerate(values_of(style_key))}
-    facets = list(
-        dict.fromkeys(tuple(run.overrides.get(k, "") for k in facet_keys) for run in runs)
+def markdown_report(report: Report, columns: Sequence[str]) -> str:
+    """summary.md: by configuration and the comparisons (when seeds repeat), then every run."""
+    runs_table = markdown_table(report.rows, table_columns(report.rows))
+    if not report.grouped:
+        return f"# {report.title}\n\n{runs_table}"
+    by_config = grouped_table_rows(report.grouped, columns)
+    text = (
+        f"# {report.title}\n\n## By configuration, over seeds\n\n"
+        "Each cell: the mean over the configuration's completed runs ± the half-width of its "
+        "95% confidence interval (Student t, n - 1 degrees of freedom). "
+        "`summary_by_config.csv` has the standard deviations and the intervals' ends; "
+        "the band in `loss_curves.png` is the same interval, step by step.\n\n"
+        + markdown_table(by_config, list(by_config[0]))
     )
-
-    fig, axes = plt.subplots(
-        len(facets),
-        2,
-        figsize=(12, 3.6 * len(facets) + 0.8),
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-    )
-    plotted: list[float] = []
-    for run in runs:
-        row = facets.index(tuple(run.overrides.get(k, "") for k in facet_keys))
-        line = {
-            "color": colours[run.overrides.get(colour_key, "")] if colour_key else "C0",
-            "linestyle": styles[run.overrides.get(style_key, "")] if style_key else "-",
-            "linewidth": 1.6,
-        }
-        if train := run.curves.get("train/loss"):
-            steps, values = zip(*train, strict=True)
-            axes[row, 0].plot(steps, values, color=line["color"], alpha=0.15, linewidth=0.6)
-            axes[row, 0].plot(steps, smooth(values), **line)
-            plotted += values
-        if val := run.curves.get("val/loss"):
-            steps, values = zip(*val, strict=True)
-            axes[row, 1].plot(steps, values, marker="o", markersize=2.5, **line)
-            plotted += values
-
-    positive = [v for v in plotted if v > 0 and math.isfinite(v)]
-    log_scale = bool(positive) and max(positive) / min(positive) > 10
-    panel_names = (
-        "training loss (every logged step; EMA 0.9 over the raw curve)",
-        "validation loss (per epoch)",
-    )
-    for row, facet in enumerate(facets):
-        label = ", ".join(f"{k}={v}" for k, v in zip(facet_keys, facet, strict=True))
-        for ax, name in zip(axes[row], panel_names, strict=True):
-            ax.set_title(f"{name}\n{label}" if label else name, fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
-            if log_scale:
-                ax.set_yscale("log")
-        axes[row, 0].set_ylabel("loss" + (" (log scale)" if log_scale else ""))
-    for ax in axes[-1]:
-        ax.set_xlabel("optimizer step")
-
-    handles = [
-        Line2D([], [], color=c, linewidth=2.5, label=v) for v, c in colours.items() if colour_key
-    ]
-    handles += [
-        Line2D([], [], color="black", linestyle=s, label=v) for v, s in styles.items() if style_key
-    ]
-    if handles:
-        fig.legend(
-            handles=handles,
-            title=" / ".join(k for k in (colour_key, style_key) if k),
-            loc="center left",
-            bbox_to_anchor=(1.0, 0.5),
-            frameon=False,
+    if report.comparisons:
+        text += (
+            "\n## Comparisons\n\n"
+            "Difference of means (second - first) with its 95% confidence interval and a "
+            "two-sided t-test's p-value (paired by seed when both ran the same seeds, else "
+            "Welch's); an interval that covers 0 means no detectable difference. p-values are "
+            "not corrected for the number of comparisons.\n\n"
         )
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    write_atomically(path, buffer.getvalue())
+        text += "".join(f"- {c.sentence()}\n" for c in report.comparisons)
+    return text + f"\n## Every run\n\n{runs_table}"
 
 
-def write_report(root: Path) -> tuple[list[dict[str, Any]], str]:
-    """Write summary.csv, summary.md, loss_curves.png and the HParams experiment into `root`."""
+def write_report(root: Path, per_seed: bool = False) -> Report:
+    """Write summary.csv, summary.md, loss_curves.png and the HParams experiment into `root`
+    (and, when seeds repeat, summary_by_config.csv and summary_comparisons.csv)."""
+    from mlplab.plot import plot_curves  # imported here: it brings matplotlib
+
     root = Path(root)
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"no metrics.json under {root}: nothing to report")
-    rows = summary_rows(runs)
     title = f"{len(runs)} run{'s' * (len(runs) != 1)} in {root}"
-    write_csv(rows, root / "summary.csv")
-    write_atomically(root / "summary.md", f"# {title}\n\n{markdown_table(rows)}".encode())
-    plot_curves(runs, root / "loss_curves.png", title)
+    groups = group_runs(runs)
+    columns = statistic_columns(runs)
+    repeated = len(groups) < len(runs)
+    report = Report(
+        title,
+        summary_rows(runs),
+        grouped_rows(groups, columns) if repeated else [],
+        comparisons(groups, columns) if repeated else [],
+    )
+    write_csv(report.rows, root / "summary.csv")
+    if report.grouped:
+        write_csv(report.grouped, root / "summary_by_config.csv")
+    if report.comparisons:
+        write_csv(comparison_rows(report.comparisons), root / "summary_comparisons.csv")
+    write_atomically(root / "summary.md", markdown_report(report, columns).encode())
+    # each configuration's curves: its completed runs' (all its runs' if none completed)
+    curves = [
+        [run.curves for run in group.completed if run.curves]
+        or [run.curves for run in group.runs if run.curves]
+        for group in groups
+    ]
+    configs = [group.config for group in groups]
+    write_atomically(root / "loss_curves.png", plot_curves(configs, curves, title, per_seed))
     write_experiment(root)  # TensorBoard's HParams tab over every run
-    return rows, title
+    return report
+
+
+def print_report(report: Report) -> None:
+    """The comparisons, then the table (by configuration when seeds repeat) as the last word."""
+    for comparison in report.comparisons[:MAX_PRINTED_COMPARISONS]:
+        print(comparison.sentence())
+    if len(report.comparisons) > MAX_PRINTED_COMPARISONS:
+        left = len(report.comparisons) - MAX_PRINTED_COMPARISONS
+        print(f"… and {left} more comparisons in summary.md and summary_comparisons.csv")
+    if report.grouped:
+        columns = [c.removesuffix(" mean") for c in report.grouped[0] if c.endswith(" mean")]
+        rows = grouped_table_rows(report.grouped, columns)
+        print("Each cell: mean ± 95% CI over the configuration's seeds (summary.md says more).")
+        print_table(rows, report.title, list(rows[0]))
+    else:
+        print_table(report.rows, report.title, table_columns(report.rows))
 
 
 class SweepReport(Callback):
-    """Hydra callback: at the end of a multirun, write the sweep's report and print its table."""
+    """Hydra callback: at the end of a multirun, write the sweep's report and print its table.
+
+    `per_seed: true` (`hydra.callbacks.report.per_seed=true`) draws each seed's curve instead
+    of the band.
+    """
+
+    def __init__(self, per_seed: bool = False) -> None:
+        self.per_seed = per_seed
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            rows, title = write_report(sweep_dir)
+            report = write_report(sweep_dir, self.per_seed)
         except Exception:  # a broken report must not hide the sweep's own results
             log.exception("could not write the sweep report for %s", sweep_dir)
             return
         log.info("report: %s/summary.md, %s/loss_curves.png", sweep_dir, sweep_dir)
-        print_table(rows, title)  # the sweep's last word
+        print_report(report)  # the sweep's last word
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m mlplab.report DIR [DIR ...]`."""
+    """`python -m mlplab.report [--per-seed] DIR [DIR ...]`."""
     parser = argparse.ArgumentParser(
         prog="python -m mlplab.report", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "dirs", nargs="+", type=Path, help="a run, a sweep, or any directory of them"
     )
-    for directory in parser.parse_args(argv).dirs:
+    parser.add_argument(
+        "--per-seed", action="store_true", help="draw each seed's curve instead of the band"
+    )
+    args = parser.parse_args(argv)
+    for directory in args.dirs:
         try:
-            rows, title = write_report(directory)
+            report = write_report(directory, args.per_seed)
         except FileNotFoundError as error:
             parser.exit(2, f"error: {error}\n")
-        print_table(rows, title)
+        print_report(report)
 
 
 if __name__ == "__main__":

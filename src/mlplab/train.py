@@ -17,6 +17,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from mlplab import ddp
 from mlplab.checkpoint import remove_stale_temporaries, replace_atomically, write_json
+from mlplab.curves import CurveLogger
 from mlplab.fit import Diverged, FitResult, build_callbacks, fit_lightning, fit_raw
 from mlplab.resume import checkpoint_step, roll_back_csv, wait_for_a_new_second
 
@@ -116,7 +117,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
         "torch_threads": torch.get_num_threads(),  # results can depend on it (summation order)
     }
     write_json(summary, output_dir / "metrics.json")
-    loggers = build_loggers(cfg, purge_step)
+    # Whatever logger= chose, curves.csv records the curves too: the sweep report reads them.
+    loggers = [*build_loggers(cfg, purge_step), CurveLogger(output_dir, purge_step)]
     if resume:
         for logger in loggers:
             if isinstance(logger, CSVLogger):
