@@ -78,7 +78,7 @@ def test_one_job_multirun(tmp_path) -> None:
     assert check_job(job)["overrides"] == ["optimizer=sgd", "activation=tanh"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process (xdist_group: one process)
 def sweep(tmp_path_factory) -> Path:
     """The README's 6-job sweep, shortened to 2 epochs."""
     sweep_dir = tmp_path_factory.mktemp("sweep")
@@ -388,7 +388,8 @@ def test_joblib_workers_stop_when_their_sweep_process_is_killed(tmp_path) -> Non
             sys.executable,
             str(ROOT / "train.py"),
             "optimizer=sgd,adam",
-            "trainer.max_epochs=1000",
+            "data.num_samples=300",  # small epochs: the jobs train on until killed
+            "trainer.max_epochs=100000",
             "extras.print_config=false",
             "trainer.enable_progress_bar=false",
             "hydra/launcher=joblib",
@@ -414,3 +415,5 @@ def test_joblib_workers_stop_when_their_sweep_process_is_killed(tmp_path) -> Non
     for pid in alive:  # leave nothing behind, whatever the outcome
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"workers still training after their sweep was killed: {alive}"
+    statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/metrics.json")]
+    assert statuses == ["interrupted"] * 2  # each job said how it ended before its worker did

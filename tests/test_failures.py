@@ -142,11 +142,12 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path) -> None
 def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path) -> None:
     """A second process in the same job directory is refused while the first trains; a new
     run never goes into a directory that already holds one."""
-    run = ["trainer.max_epochs=1", "extras.print_config=false", f"hydra.run.dir={tmp_path}/run"]
+    small = ["data.num_samples=300", "extras.print_config=false"]
+    run = [*small, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run"]
     assert run_train(tmp_path, *run).returncode == 0
     again = run_train(tmp_path, *run)
     assert again.returncode == 2 and "already holds a run" in again.stderr
-    long = ["trainer.max_epochs=200", "extras.print_config=false", f"hydra.run.dir={tmp_path}/long"]
+    long = [*small, "trainer.max_epochs=100000", f"hydra.run.dir={tmp_path}/long"]
     first = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *long], cwd=tmp_path, stderr=subprocess.PIPE
     )
@@ -166,7 +167,12 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04torn"])
 def test_a_run_with_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path, content) -> None:
-    run = ["trainer.max_epochs=1", "extras.print_config=false", f"hydra.run.dir={tmp_path}/run"]
+    run = [
+        "data.num_samples=300",
+        "trainer.max_epochs=1",
+        "extras.print_config=false",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
     assert run_train(tmp_path, *run).returncode == 0
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint.write_bytes(content)

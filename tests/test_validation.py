@@ -181,7 +181,7 @@ def test_bad_input_is_refused_naming_the_key(tmp_path, arguments, key, code) -> 
     assert message.startswith("hydra: ") == (code == 1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process (xdist_group: one process)
 def refusals(
     tmp_path_factory,
 ) -> list[tuple[list[str], str, int, subprocess.CompletedProcess, Path]]:

@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from itertools import count
 from pathlib import Path
@@ -40,6 +41,7 @@ JOB_NAME_MAX = 120
 EXIT_CODES = {"completed": 0, "failed": 1, "invalid": 2, "diverged": 3, "interrupted": 130}
 
 log = logging.getLogger(__name__)
+_training = threading.Event()  # set while this process trains a job (see stop_with_parent)
 
 
 def job_name(overrides: Sequence[str]) -> str:
@@ -342,27 +344,43 @@ def share_cores_between_workers(hydra_cfg: Any) -> None:
     stop_with_parent()
 
 
+def training(now: bool) -> None:
+    """Say whether this process is training a job now (for `stop_with_parent`).
+
+    A function, not the Event itself in `main`: joblib pickles `main` by value, and an Event
+    does not pickle; a module-level function goes by its name.
+    """
+    if now:
+        _training.set()
+    else:
+        _training.clear()
+
+
 def stop_with_parent(every: float = 1.0, grace: float = 30.0) -> None:
     """Interrupt this worker process as soon as the process that started it is gone.
 
     A joblib worker killed with its sweep's process (kill -9, a closed terminal) would be
-    adopted by init and train on, unseen, for the rest of its job. A thread notices the
-    new parent within `every` seconds and sends the worker a Ctrl-C (joblib's workers
-    ignore it; they take it again here): the job stops as "interrupted", resumable. If the
-    worker has not ended `grace` seconds later, it exits outright.
+    adopted by init and train on, unseen, for the rest of its job. A thread (one per worker)
+    notices the new parent within `every` seconds and sends the worker a Ctrl-C (joblib's
+    workers ignore it; they take it again here): the job stops as "interrupted", resumable.
+    The worker exits as soon as its job has ended, or `grace` seconds later at the most.
     """
     import signal
-    import threading
     import time
 
+    if any(thread.name == "stop-with-parent" for thread in threading.enumerate()):
+        return
     parent = os.getppid()
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(every)
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(grace)
+        if _training.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + grace
+        while _training.is_set() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the job writes its status ("interrupted") and ends
         os._exit(EXIT_CODES["interrupted"])
 
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
@@ -428,6 +446,7 @@ def main(cfg: DictConfig) -> float:
     from mlplab.train import train
 
     status, value = "completed", math.nan
+    training(True)
     try:
         metrics = train(cfg, overrides=overrides, resume=bool(resume))
         value = metrics["val/loss"]
@@ -453,6 +472,8 @@ def main(cfg: DictConfig) -> float:
             error,
             cfg.paths.output_dir,
         )
+    finally:
+        training(False)
     if hydra_cfg.mode == RunMode.RUN and status != "completed":
         sys.exit(EXIT_CODES[status])
     return value
