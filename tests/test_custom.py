@@ -8,6 +8,7 @@ dropout and a DataModule reading a CSV file (`parts.py`), and `configs/` with th
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -21,7 +22,7 @@ import torch
 from hydra import initialize_config_dir
 
 from mlplab.build import build_datamodule, build_model, optimizer_factory
-from mlplab.cli import CONFIG_DIR, job_configs, unknown_options
+from mlplab.cli import CONFIG_DIR, checked_jobs, unknown_options
 from mlplab.config import problems
 from mlplab.fit import fit_lightning, fit_raw
 
@@ -109,9 +110,9 @@ def test_a_mistake_with_an_own_part_is_answered_from_its_class(
 def test_a_sweep_over_own_options_is_checked_in_its_own_config_directory() -> None:
     jobs = [["data=mycsv", f"data.path=table{k}.csv", "optimizer=nadam"] for k in range(2)]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        configs = list(job_configs("train", jobs, [f"file://{CUSTOM}"]))
-    assert [cfg.data.path for _, cfg in configs] == ["table0.csv", "table1.csv"]  # was ???
-    assert all(cfg.optimizer._target_ == "torch.optim.NAdam" for _, cfg in configs)
+        checked = list(checked_jobs("train", jobs, [f"file://{CUSTOM}"], check=copy.deepcopy))
+    assert [cfg.data.path for _, cfg in checked] == ["table0.csv", "table1.csv"]  # was ???
+    assert all(cfg.optimizer._target_ == "torch.optim.NAdam" for _, cfg in checked)
 
 
 def test_options_of_an_own_config_directory_are_known_to_the_early_check() -> None:

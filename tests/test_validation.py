@@ -17,8 +17,8 @@ from mlplab.cli import (
     CONFIG_DIR,
     bad_values,
     checked_config,
+    checked_jobs,
     composition_problems,
-    job_configs,
     missing_plugins,
     new_directory,
     run,
@@ -508,22 +508,41 @@ def test_new_directories_never_collide(tmp_path, monkeypatch) -> None:
     assert Path(first).is_dir() and Path(second).is_dir()
 
 
+def resolved(cfg) -> dict | str:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception as error:
+        return type(error).__name__
+
+
 def test_a_sweep_is_checked_composing_once_per_choice_of_options(monkeypatch, tmp_path) -> None:
     jobs = [
         [f"optimizer={o}", f"optimizer.lr={lr}", f"seed={seed}", "+trainer.min_steps=2"]
         for o in ("sgd", "adam")
         for lr in (0.1, 0.01)
         for seed in range(5)
-    ] + [["optimizer=adam", "optimizer.momentum=0.5"], ["data=binary", "seed=${oops}"]]
-    expected = []
+    ]
+    # Each job's changes are undone before the next: shuffle_seed follows seed again, and a
+    # list merged into the config (done on a copy) does not stay behind either.
+    jobs += [
+        ["optimizer=sgd", "seed=3", "+trainer.min_steps=2", "data.shuffle_seed=7"],
+        ["optimizer=sgd", "seed=4", "+trainer.min_steps=2"],
+        ["optimizer=sgd", "+trainer.min_steps=2", "optimizer.momentum=0.5", "seed=5"],
+        ["optimizer=adam", "optimizer.betas=[0.5,0.6]"],
+        ["optimizer=adam"],
+    ]
+    odd = [["optimizer=adam", "optimizer.momentum=0.5"], ["data=binary", "seed=${oops}"]]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        for job in jobs[:-2]:
-            cfg = compose("train", [*job, "paths.output_dir=not-created-yet"])
-            expected.append(OmegaConf.to_container(cfg, resolve=True))
+        expected = [
+            OmegaConf.to_container(
+                compose("train", [*job, "paths.output_dir=not-created-yet"]), resolve=True
+            )
+            for job in jobs
+        ]
         calls = []
         monkeypatch.setattr(hydra, "compose", lambda *a: calls.append(a) or compose(*a))
-        configs = list(job_configs("train", jobs))
-    assert [OmegaConf.to_container(c, resolve=True) for _, c in configs[:-2]] == expected
+        checked = list(checked_jobs("train", jobs + odd, check=resolved))
+    assert [result for _, result in checked[: len(jobs)]] == expected
     assert len(calls) == 1 + 2 + 1 + 1  # the defaults, one per optimizer, and each odd job
-    assert configs[-2][1].startswith("unknown key optimizer.momentum (=0.5): optimizer has lr")
-    assert OmegaConf.select(configs[-1][1], "data.task") == "binary"
+    assert checked[-2][1][0].startswith("unknown key optimizer.momentum (=0.5): optimizer has")
+    assert checked[-1][1] == "InterpolationKeyError"  # composed; ${oops} left to the check

@@ -298,13 +298,13 @@ def rules_for(values: dict[str, Any]) -> dict[str, Rule]:
     return rules
 
 
-def problems(cfg: DictConfig) -> list[str]:
+def problems(cfg: DictConfig, signatures: bool = True) -> list[str]:
     """Everything wrong with `cfg`, one sentence each (an empty list when it is fine).
 
     In three rounds, each only when the one before found nothing: keys and values, then the
     rules that relate several keys (neither imports anything, so most refusals are instant),
     then each `_target_` against its signature (which imports torch and Lightning, as the job
-    is about to do anyway).
+    is about to do anyway; `signatures=False` leaves that round out).
     """
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     if missing := [key for key, value in leaves(container) if value == "???"]:
@@ -333,7 +333,7 @@ def problems(cfg: DictConfig) -> list[str]:
             found += value_problems(path, node, CLASS_RULES.get(node.get("_target_"), {}))
     if not found:
         found += cross_checks(values, container)
-    if not found:
+    if not found and signatures:
         # A node that another one takes by interpolation (the model's `${activation}`) is
         # judged once, where it is defined.
         defined = [node for _, node, _ in nodes]
@@ -482,6 +482,7 @@ def value_problems(path: str, node: dict[str, Any], rules: dict[str, Rule]) -> l
     ]
 
 
+@functools.cache
 def expected_kinds(path: str) -> tuple[type, ...]:
     """The base classes a node's `_target_` must derive from (imported here: torch, Lightning)."""
     import lightning.pytorch as pl
