@@ -26,9 +26,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 train: $(VENV)/.installed  ## train with the default config (or: make train ARGS="optimizer=sgd")
 	$(BIN)/python train.py $(ARGS)
 
-# The suite runs in parallel, one pytest-xdist worker per core (most tests wait on training
-# subprocesses); tests that share an expensive module fixture stay on one worker (loadgroup).
-PYTEST := $(BIN)/python -m pytest -n auto --dist loadgroup
+# The suite runs in parallel, one pytest-xdist worker per core: most of its time goes to
+# training subprocesses. (A fixture shared by several tests, such as the six-job sweep, is
+# built once by whichever worker gets there first; see tests/test_cli.py.)
+PYTEST := $(BIN)/python -m pytest -n auto
 
 test: $(VENV)/.installed-dev  ## the whole suite, slow end-to-end runs included (what CI runs)
 	$(PYTEST) $(ARGS)

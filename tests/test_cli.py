@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import json
 import os
 import re
@@ -78,18 +79,28 @@ def test_one_job_multirun(tmp_path) -> None:
     assert check_job(job)["overrides"] == ["optimizer=sgd", "activation=tanh"]
 
 
-@pytest.fixture(scope="session")  # once per test process (xdist_group: one process)
+@pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> Path:
-    """The README's 6-job sweep, shortened to 2 epochs."""
-    sweep_dir = tmp_path_factory.mktemp("sweep")
-    run_train(
-        "optimizer=sgd,adam",
-        "activation=relu,tanh,gelu",
-        "trainer.max_epochs=2",
-        "trainer.log_every_n_steps=1",
-        f"hydra.sweep.dir={sweep_dir}",
-        "-m",
-    )
+    """The README's 6-job sweep, shortened to 2 epochs: run once per test session.
+
+    Under pytest-xdist each worker is a session: the first to get here runs the sweep in the
+    directory the workers share, the others wait for it (an OS lock) and read it.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # this test run's, shared by its workers
+    sweep_dir = shared / "six_job_sweep"
+    with open(shared / "six_job_sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (sweep_dir / "summary.csv").exists():
+            run_train(
+                "optimizer=sgd,adam",
+                "activation=relu,tanh,gelu",
+                "trainer.max_epochs=2",
+                "trainer.log_every_n_steps=1",
+                f"hydra.sweep.dir={sweep_dir}",
+                "-m",
+            )
     return sweep_dir
 
 
@@ -99,7 +110,6 @@ def jobs_of(sweep_dir: Path) -> list[Path]:
     )
 
 
-@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
 def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
     jobs = jobs_of(sweep)
     assert len(jobs) == 6
@@ -120,7 +130,6 @@ def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
     assert len(combos) == 6
 
 
-@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
 def test_sweep_ends_with_its_report(sweep) -> None:
     with open(sweep / "summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -233,7 +242,6 @@ def hparams_tab(base: str) -> tuple[dict, list[dict]]:
     return experiment, groups
 
 
-@pytest.mark.xdist_group("six_job_sweep")  # one worker builds the sweep once
 def test_tensorboard_server_serves_every_run_and_its_hparams(sweep, tensorboard_server) -> None:
     base = tensorboard_server
     job_runs = sorted(f"{job.name}/tensorboard" for job in jobs_of(sweep))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -145,6 +144,7 @@ ONE_PER_STAGE = [
     ["accelerator=gpu"],
 ]
 AS_PROCESSES = [case for case in BAD_INPUTS if case in HYDRA_MISTAKES or case[0] in ONE_PER_STAGE]
+AS_PROCESSES = [case for i, case in enumerate(AS_PROCESSES) if case not in AS_PROCESSES[:i]]
 
 
 def train_in(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -179,20 +179,6 @@ def test_bad_input_is_refused_naming_the_key(tmp_path, arguments, key, code) -> 
     message = refusal_in_process(arguments, tmp_path)
     assert key in message
     assert message.startswith("hydra: ") == (code == 1)
-
-
-@pytest.fixture(scope="session")  # once per test process (xdist_group: one process)
-def refusals(
-    tmp_path_factory,
-) -> list[tuple[list[str], str, int, subprocess.CompletedProcess, Path]]:
-    """The inputs run as processes, each in its own empty directory (two at a time)."""
-    cases = [(args, key, code, tmp_path_factory.mktemp("bad")) for args, key, code in AS_PROCESSES]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda case: train_in(case[3], *case[0]), cases))
-    return [
-        (args, key, code, result, cwd)
-        for (args, key, code, cwd), result in zip(cases, results, strict=True)
-    ]
 
 
 def full_check(arguments: list[str], output_dir: Path) -> list[str]:
@@ -435,18 +421,17 @@ def test_there_are_at_least_20_bad_inputs() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("refusals")  # one worker runs the `refusals` fixture once
 @pytest.mark.parametrize(
-    "index", range(len(AS_PROCESSES)), ids=[" ".join(a) for a, _, _ in AS_PROCESSES]
+    ("arguments", "key", "code"), AS_PROCESSES, ids=[" ".join(a) for a, _, _ in AS_PROCESSES]
 )
-def test_bad_input_is_refused_briefly_and_writes_nothing(refusals, index) -> None:
-    _arguments, key, code, result, cwd = refusals[index]
+def test_bad_input_is_refused_briefly_and_writes_nothing(tmp_path, arguments, key, code) -> None:
+    result = train_in(tmp_path, *arguments)  # from an empty directory
     message = result.stderr.strip()
     assert result.returncode == code, message
     assert key in message, message
     assert "Traceback" not in message and len(message.splitlines()) <= 3, message
     assert result.stdout == ""
-    assert list(cwd.iterdir()) == []  # no run directory, no outputs/
+    assert list(tmp_path.iterdir()) == []  # no run directory, no outputs/
 
 
 @pytest.mark.slow
