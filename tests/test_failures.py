@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mlplab.fit import Diverged
-from mlplab.train import train
+from mlplab.train import failure_summary, stopped_by, train
 
 from .conftest import ROOT
 from .test_engines import scalars
@@ -205,3 +205,19 @@ def test_ctrl_c_stops_the_job_with_a_status_and_one_line(tmp_path, engine) -> No
     assert json.loads(summary.read_text())["status"] == "interrupted"
     assert "interrupted (Ctrl-C); continue it with resume=" in output
     assert "Traceback" not in output
+
+
+def test_a_ctrl_c_that_cuts_a_save_short_is_an_interruption_not_a_failure(tmp_path) -> None:
+    def save_cut_short() -> None:
+        try:
+            raise KeyboardInterrupt  # Ctrl-C, in the middle of torch.save
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from None
+
+    with pytest.raises(RuntimeError) as raised:
+        save_cut_short()
+    assert isinstance(stopped_by(raised.value), KeyboardInterrupt)
+    assert failure_summary(stopped_by(raised.value), tmp_path)["status"] == "interrupted"
+    other = ValueError("a real failure")
+    assert stopped_by(other) is other
+    assert failure_summary(other, tmp_path)["status"] == "failed"

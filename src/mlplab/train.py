@@ -129,13 +129,16 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     try:
         with ddp.workers(cfg, output_dir, ckpt_path):  # data-parallel ranks 1…n-1, if any
             result = run_engine(cfg, loggers, ckpt_path)
-    except BaseException as error:
+    except BaseException as raised:
+        error = stopped_by(raised)
         summary |= failure_summary(error, output_dir)
         summary["wall_time_s"] = round(time.perf_counter() - started, 3)
         write_json(summary, output_dir / "metrics.json")
         for logger in loggers:
             logger.finalize("failed")
-        raise
+        if error is raised:
+            raise
+        raise error from None
     for logger in loggers:
         logger.finalize("success")
     summary |= {
@@ -147,6 +150,20 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     }
     write_json(summary, output_dir / "metrics.json")
     return result.metrics
+
+
+def stopped_by(error: BaseException) -> BaseException:
+    """The Ctrl-C behind `error` if it was raised while one was being handled, else `error`.
+
+    A Ctrl-C that lands inside `torch.save` makes the cut-short save raise its own error
+    (a RuntimeError from the zip writer): the job was interrupted all the same.
+    """
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        cause = cause.__context__
+    return error
 
 
 def failure_summary(error: BaseException, output_dir: Path) -> dict:
