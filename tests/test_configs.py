@@ -37,7 +37,14 @@ def test_the_groups_the_readme_promises_exist() -> None:
         "logger",
         "model",
     }
-    assert set(option_names("optimizer")) == {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
+    assert set(option_names("optimizer")) == {
+        "sgd",
+        "sgd_momentum",
+        "adam",
+        "adamw",
+        "rmsprop",
+        "adagrad",
+    }
     assert set(option_names("activation")) == {
         "relu",
         "tanh",

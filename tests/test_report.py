@@ -210,16 +210,25 @@ def test_old_runs_without_curves_csv_read_tensorboard(sweep, tmp_path) -> None:
     assert write_report(root).rows == write_report(sweep).rows
 
 
-def fake_job(root: Path, name: str, overrides: list[str], val_loss: float, steps: int = 100):
+def fake_job(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    val_loss: float,
+    steps: int = 100,
+    status: str = "completed",
+    **more: float,
+):
     """A finished job's metrics.json and curves.csv, written by hand: no training.
 
     Its val/loss falls to a best of `val_loss - 0.01` two epochs before the end, ending at
-    `val_loss`; its R² is 1 - val_loss.
+    `val_loss`; its R² is 1 - val_loss. `more` adds metrics (`test_loss=` → "test/loss").
     """
     job = root / name
     job.mkdir(parents=True)
     metrics = {"train/loss": val_loss, "val/loss": val_loss, "val/r2": 1 - val_loss}
-    summary = {"status": "completed", "overrides": overrides, "metrics": metrics, "steps": steps}
+    metrics |= {key.replace("_", "/", 1): value for key, value in more.items()}
+    summary = {"status": status, "overrides": overrides, "metrics": metrics, "steps": steps}
     (job / "metrics.json").write_text(json.dumps(summary))
     val = [val_loss + 1 / (epoch + 1) for epoch in range(8)] + [val_loss - 0.01, val_loss]
     rows = ["step,tag,value"]

@@ -54,6 +54,20 @@ def plot_roles(configs: Sequence[dict[str, str]]) -> tuple[str | None, str | Non
     return colour, style, facets
 
 
+def y_axis(values: Sequence[float]) -> tuple[bool, tuple[float, float]]:
+    """Whether a loss axis showing `values` should be logarithmic (they span over a decade),
+    and the limits that fit them with a 5% margin (of the decades, on a log axis)."""
+    finite = [v for v in values if math.isfinite(v)] or [0.0, 1.0]
+    positive = [v for v in finite if v > 0]
+    if positive and max(positive) / min(positive) > 10:
+        low, high = min(positive), max(positive)
+        margin = (high / low) ** 0.05
+        return True, (low / margin, high * margin)
+    low, high = min(finite), max(finite)
+    margin = (high - low) * 0.05 or 0.05 * abs(high) or 1.0
+    return False, (low - margin, high + margin)
+
+
 def curve_band(runs: Sequence[Curves], tag: str):
     """(steps, mean, low, high, per-run values) over the steps every run logged, or None.
 
@@ -135,12 +149,15 @@ def plot_curves(
     curves: Sequence[Sequence[Curves]],
     title: str,
     per_seed: bool = False,
+    completed: Sequence[bool] | None = None,
 ) -> bytes:
     """The PNG of train/loss (smoothed) and val/loss against step: for each configuration (its
     overrides, its runs' curves), the mean over its seeds in a 95% band (with `per_seed`, each
     seed's line around the mean instead of the band).
 
     All panels share their axes; the y axis is logarithmic when losses span over a decade.
+    `completed` says which configurations' curves come from completed runs: when some do, the
+    axes fit theirs, and a diverged run's climb leaves the picture instead of flattening it.
     """
     import matplotlib
 
@@ -184,8 +201,10 @@ def plot_curves(
         sharey=True,
         squeeze=False,
     )
+    completed = list(completed) if completed is not None else [True] * len(configs)
+    fit_all = not any(completed)  # nothing completed: fit whatever there is
     plotted: list[float] = []
-    for config, runs in zip(configs, curves, strict=True):
+    for config, runs, done in zip(configs, curves, completed, strict=True):
         facet = tuple(config[k] for k in facet_keys)
         if facet not in facets:
             continue
@@ -194,10 +213,12 @@ def plot_curves(
             "linestyle": styles[config[style_key]] if style_key else "-",
             "linewidth": 1.6,
         }
-        plotted += draw_group(axes[facets.index(facet)], runs, line, per_seed)
+        drawn = draw_group(axes[facets.index(facet)], runs, line, per_seed)
+        plotted += drawn if done or fit_all else []
 
-    positive = [v for v in plotted if v > 0 and math.isfinite(v)]
-    log_scale = bool(positive) and max(positive) / min(positive) > 10
+    log_scale, limits = y_axis(plotted)
+    if not all(completed):  # fit the completed configurations' curves (the axes are shared)
+        axes[0, 0].set_ylim(*limits)
     seeds = max(len(runs) for runs in curves) > 1
     spread = "; each seed and their mean" if per_seed else "; mean over seeds, 95% CI band"
     spread = spread if seeds else ""
@@ -228,6 +249,89 @@ def plot_curves(
         )
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.2 / height))  # room for the title
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plot_tuning(picks: Sequence, key: str, title: str) -> bytes | None:
+    """The PNG of a tuned sweep (`mlplab.tuning`): mean val/loss against the tuned value, one
+    line per setting with its 95% interval, the pick starred and values where a run did not
+    complete crossed at the top; beside it, each pick's test/loss. None when the tuned values
+    are not numbers.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+
+    from mlplab.stats import estimate
+    from mlplab.tuning import PICKED_ON, eligible
+
+    try:
+        xs = [[float(group.config[key]) for group in pick.candidates] for pick in picks]
+    except ValueError:
+        log.info("tuning.png not drawn: the values of %s are not numbers", key)
+        return None
+
+    def interval(group, column: str) -> tuple[float, float]:
+        e = estimate(list(group.values(column).values()))
+        return e.mean, 0.0 if math.isnan(e.half_width) else e.half_width
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
+    crossed = blended_transform_factory(left.transData, left.transAxes)
+    means: list[float] = []
+    for i, (pick, x) in enumerate(zip(picks, xs, strict=True)):
+        colour, label = f"C{i % 10}", pick.label()
+        done = [(xv, g) for xv, g in zip(x, pick.candidates, strict=True) if eligible(g)]
+        if done:
+            points = [(xv, *interval(g, PICKED_ON)) for xv, g in done]
+            dx, dy, dh = zip(*points, strict=True)
+            left.errorbar(dx, dy, yerr=dh, color=colour, marker="o", capsize=3, label=label)
+            means += dy
+        for xv, group in zip(x, pick.candidates, strict=True):
+            if not eligible(group):
+                left.plot(
+                    [xv], [0.96 - 0.035 * i], "x", color=colour, markersize=9, transform=crossed
+                )
+        if pick.chosen is not None:
+            chosen_x = x[pick.candidates.index(pick.chosen)]
+            y, _ = interval(pick.chosen, PICKED_ON)
+            left.plot([chosen_x], [y], "*", color=colour, markersize=16, markeredgecolor="black")
+            mean, half = interval(pick.chosen, "test/loss")
+            right.errorbar(
+                [i], [mean], yerr=[half], color=colour, marker="*", markersize=12, capsize=4
+            )
+            right.annotate(
+                f"{key}={pick.chosen.config[key]}",
+                (i, mean),
+                xytext=(8, 0),
+                textcoords="offset points",
+                fontsize=8,
+                va="center",
+            )
+    positive = [x for row in xs for x in row]
+    if positive and min(positive) > 0 and max(positive) / min(positive) > 10:
+        left.set_xscale("log")
+    if means and min(means) > 0 and max(means) / min(means) > 10:
+        left.set_yscale("log")
+    left.set_xlabel(key)
+    left.set_ylabel(f"final {PICKED_ON}")
+    left.set_title(
+        f"final {PICKED_ON}: mean over seeds, 95% CI; ★ picked, × a run did not complete",
+        fontsize=10,
+    )
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8, frameon=False)
+    right.set_xticks(range(len(picks)), [pick.label() for pick in picks], rotation=20, ha="right")
+    right.set_xlim(-0.5, len(picks) - 0.3)
+    right.set_ylabel("test/loss")
+    right.set_title("each pick on the test split: mean, 95% CI", fontsize=10)
+    right.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)

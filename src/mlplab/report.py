@@ -10,7 +10,9 @@ Runs that differ only in `seed` form one configuration: the report then adds
 `summary_by_config.csv` (n, mean, sd and 95% interval of the final and best val/loss and the
 task metric), compares the two values of every override swept over exactly two (Welch's or a
 paired t-test over the seeds: `summary_comparisons.csv`), and draws each configuration's mean
-curve in a band. Heavy imports (tensorboard, matplotlib, rich) happen inside the functions
+curve in a band. A tuned sweep (`--tune optimizer.lr`, as `experiment=lr_tuning` sets) also
+gets each setting's best value of the tuned key, picked on val/loss and compared on the test
+split (`mlplab.tuning`). Heavy imports (tensorboard, matplotlib, rich) happen inside the functions
 that need them, so the callback costs nothing at start-up.
 """
 
@@ -251,11 +253,15 @@ class Comparison:
     at: dict[str, str]
     column: str
     result: Difference
+    picked: tuple[str, str] = ("", "")  # the tuned values each side was picked at (mlplab.tuning)
 
     def sentence(self) -> str:
         """What a reviewer reads: the difference, its interval and p, and what it supports."""
-        first, second = self.values
-        r = self.result
+        second, r = self.values[1], self.result
+        sides = [
+            f"{self.key}={value}" + (f" ({picked})" if picked else "")
+            for value, picked in zip(self.values, self.picked, strict=True)
+        ]
         where = f" at {', '.join(f'{k}={v}' for k, v in self.at.items())}" if self.at else ""
         over = f" over {r.n[0]} seeds" if r.test == "paired" else f", n = {r.n[1]} and {r.n[0]}"
         verdict = (
@@ -264,7 +270,7 @@ class Comparison:
             else "no detectable difference"
         )
         return (
-            f"{self.key}={second} - {self.key}={first}{where}, {self.column}: "
+            f"{sides[1]} - {sides[0]}{where}, {self.column}: "
             f"{r.difference:+.3g} (95% CI {r.low:+.3g} to {r.high:+.3g}; "
             f"{r.test} t-test{over}, p = {r.p:.2g}): {verdict}"
         )
@@ -293,12 +299,16 @@ def comparisons(groups: Sequence[Group], columns: Sequence[str]) -> list[Compari
                 a, b = (pair[value].values(column) for value in values)
                 if len(a) < 2 or len(b) < 2:
                     continue
-                if a.keys() == b.keys():  # the same seeds: compare each seed's pair
-                    result = difference([b[s] for s in a], [a[s] for s in a], paired=True)
-                else:
-                    result = difference(list(b.values()), list(a.values()))
+                result = seed_difference(b, a)
                 found.append(Comparison(key, (values[0], values[1]), dict(rest), column, result))
     return found
+
+
+def seed_difference(second: dict[str, float], first: dict[str, float]) -> Difference:
+    """second - first over their seeds: paired when both ran the same seeds, else Welch's test."""
+    if second.keys() == first.keys():  # the same seeds: compare each seed's pair
+        return difference([second[s] for s in first], [first[s] for s in first], paired=True)
+    return difference(list(second.values()), list(first.values()))
 
 
 def comparison_rows(found: Sequence[Comparison]) -> list[dict[str, Any]]:
@@ -309,6 +319,8 @@ def comparison_rows(found: Sequence[Comparison]) -> list[dict[str, Any]]:
             "first": c.values[0],
             "second": c.values[1],
             "at": " ".join(f"{k}={v}" for k, v in c.at.items()),
+            "first picked at": c.picked[0],  # tuned comparisons only (mlplab.tuning)
+            "second picked at": c.picked[1],
             "column": c.column,
             "test": c.result.test,
             "n first": c.result.n[1],
@@ -391,6 +403,9 @@ class Report:
     rows: list[dict[str, Any]]
     grouped: list[dict[str, Any]]  # empty unless some configuration ran with several seeds
     comparisons: list[Comparison]
+    tune: list[str] = field(default_factory=list)  # the tuned keys the sweep varied
+    picked: list[dict[str, Any]] = field(default_factory=list)  # per setting, its pick's row
+    picked_comparisons: list[Comparison] = field(default_factory=list)  # the picks, on test/*
 
 
 def mean_ci(row: dict[str, Any], column: str) -> str:
@@ -411,14 +426,47 @@ def grouped_table_rows(grouped: Sequence[dict], columns: Sequence[str]) -> list[
     return shown
 
 
-def markdown_report(report: Report, columns: Sequence[str]) -> str:
-    """summary.md: by configuration and the comparisons (when seeds repeat), then every run."""
-    runs_table = markdown_table(report.rows, table_columns(report.rows))
-    if not report.grouped:
-        return f"# {report.title}\n\n{runs_table}"
-    by_config = grouped_table_rows(report.grouped, columns)
+def row_columns(grouped: Sequence[dict[str, Any]]) -> list[str]:
+    """The statistic columns of per-configuration rows (those with a " mean")."""
+    return [c.removesuffix(" mean") for c in grouped[0] if c.endswith(" mean")]
+
+
+def markdown_picks(report: Report) -> str:
+    """summary.md's section on a tuned sweep: each setting's pick, and the picks compared."""
+    from mlplab.tuning import PICKED_ON
+
+    tuned = ", ".join(report.tune)
+    rows = grouped_table_rows(report.picked, row_columns(report.picked))
     text = (
-        f"# {report.title}\n\n## By configuration, over seeds\n\n"
+        f"## Tuned: {tuned}, picked on the mean {PICKED_ON}\n\n"
+        f"For each setting of the other overrides, the value of {tuned} with the lowest mean "
+        f"final {PICKED_ON} over its seeds; a value at which any run did not complete "
+        f"(diverged, failed) is never picked. A pick's {PICKED_ON} is the best of several "
+        "tries, so it is biased low; its test-split metrics, which the choice never saw, are "
+        "not. Each cell: mean ± half-width of the 95% confidence interval; "
+        "`summary_tuning.csv` has the rest.\n\n" + markdown_table(rows, list(rows[0]))
+    )
+    if report.picked_comparisons:
+        text += (
+            "\nThe picks compared on the test split: difference of means (second - first) with "
+            "its 95% confidence interval and a two-sided t-test's p-value (paired by seed when "
+            "both ran the same seeds, else Welch's; not corrected for the number of "
+            "comparisons):\n\n"
+        )
+        text += "".join(f"- {c.sentence()}\n" for c in report.picked_comparisons)
+    return text + "\n"
+
+
+def markdown_report(report: Report, columns: Sequence[str]) -> str:
+    """summary.md: the tuned picks, by configuration and the comparisons (when seeds repeat),
+    then every run."""
+    runs_table = markdown_table(report.rows, table_columns(report.rows))
+    text = f"# {report.title}\n\n" + (markdown_picks(report) if report.picked else "")
+    if not report.grouped:
+        return text + (f"## Every run\n\n{runs_table}" if report.picked else runs_table)
+    by_config = grouped_table_rows(report.grouped, columns)
+    text += (
+        "## By configuration, over seeds\n\n"
         "Each cell: the mean over the configuration's completed runs ± the half-width of its "
         "95% confidence interval (Student t, n - 1 degrees of freedom). "
         "`summary_by_config.csv` has the standard deviations and the intervals' ends; "
@@ -437,10 +485,33 @@ def markdown_report(report: Report, columns: Sequence[str]) -> str:
     return text + f"\n## Every run\n\n{runs_table}"
 
 
-def write_report(root: Path, per_seed: bool = False) -> Report:
+def add_picks(report: Report, groups: Sequence[Group], tune: Sequence[str]) -> list:
+    """Fill in the report's tuned picks and their comparisons; returns the picks."""
+    from mlplab import tuning
+
+    keys = list(groups[0].config)
+    report.tune = tuning.tuned_keys(keys, tune)
+    if not report.tune:
+        return []
+    found = tuning.picks(groups, report.tune)
+    tests = tuning.test_columns(groups)
+    chosen = [
+        pick.chosen or Group({key: pick.setting.get(key, "") for key in keys}, []) for pick in found
+    ]
+    report.picked = grouped_rows(chosen, [tuning.PICKED_ON, *tests])
+    report.picked_comparisons = tuning.compare_picks(found, report.tune, tests)
+    return found
+
+
+def write_report(root: Path, per_seed: bool = False, tune: Sequence[str] = ()) -> Report:
     """Write summary.csv, summary.md, loss_curves.png and the HParams experiment into `root`
-    (and, when seeds repeat, summary_by_config.csv and summary_comparisons.csv)."""
-    from mlplab.plot import plot_curves  # imported here: it brings matplotlib
+    (and, when seeds repeat, summary_by_config.csv and summary_comparisons.csv).
+
+    With `tune` (keys such as `optimizer.lr`), each setting of the other overrides gets the
+    tuned value with the best mean val/loss, and the picks are compared on the test split
+    (`mlplab.tuning`): summary_tuning.csv, a section of summary.md, and tuning.png.
+    """
+    from mlplab.plot import plot_curves, plot_tuning  # imported here: they bring matplotlib
 
     root = Path(root)
     runs = find_runs(root)
@@ -456,54 +527,78 @@ def write_report(root: Path, per_seed: bool = False) -> Report:
         grouped_rows(groups, columns) if repeated else [],
         comparisons(groups, columns) if repeated else [],
     )
+    found = add_picks(report, groups, tune) if tune else []
     write_csv(report.rows, root / "summary.csv")
     if report.grouped:
         write_csv(report.grouped, root / "summary_by_config.csv")
-    if report.comparisons:
-        write_csv(comparison_rows(report.comparisons), root / "summary_comparisons.csv")
+    if report.picked:
+        write_csv(report.picked, root / "summary_tuning.csv")
+    if every := report.comparisons + report.picked_comparisons:
+        write_csv(comparison_rows(every), root / "summary_comparisons.csv")
     write_atomically(root / "summary.md", markdown_report(report, columns).encode())
+    # A tuned sweep's picture shows the picks; any other, every configuration.
+    drawn = [pick.chosen for pick in found if pick.chosen] or groups
+    tuned = ", ".join(report.tune)
+    heading = f"{title}: each setting at its picked {tuned}" if found else title
     # each configuration's curves: its completed runs' (all its runs' if none completed)
     curves = [
         [run.curves for run in group.completed if run.curves]
         or [run.curves for run in group.runs if run.curves]
-        for group in groups
+        for group in drawn
     ]
-    configs = [group.config for group in groups]
-    write_atomically(root / "loss_curves.png", plot_curves(configs, curves, title, per_seed))
+    configs = [group.config for group in drawn]
+    completed = [bool(group.completed) for group in drawn]
+    picture = plot_curves(configs, curves, heading, per_seed, completed)
+    write_atomically(root / "loss_curves.png", picture)
+    if (
+        found
+        and len(report.tune) == 1
+        and (picture := plot_tuning(found, tuned, f"{title}: {tuned} tuned"))
+    ):
+        write_atomically(root / "tuning.png", picture)
     write_experiment(root)  # TensorBoard's HParams tab over every run
     return report
 
 
 def print_report(report: Report) -> None:
-    """The comparisons, then the table (by configuration when seeds repeat) as the last word."""
+    """The comparisons, then the table (by configuration when seeds repeat) as the last word;
+    for a tuned sweep, the picks and their comparisons after them."""
     for comparison in report.comparisons[:MAX_PRINTED_COMPARISONS]:
         print(comparison.sentence())
     if len(report.comparisons) > MAX_PRINTED_COMPARISONS:
         left = len(report.comparisons) - MAX_PRINTED_COMPARISONS
         print(f"… and {left} more comparisons in summary.md and summary_comparisons.csv")
     if report.grouped:
-        columns = [c.removesuffix(" mean") for c in report.grouped[0] if c.endswith(" mean")]
-        rows = grouped_table_rows(report.grouped, columns)
+        rows = grouped_table_rows(report.grouped, row_columns(report.grouped))
         print("Each cell: mean ± 95% CI over the configuration's seeds (summary.md says more).")
         print_table(rows, report.title, list(rows[0]))
     else:
         print_table(report.rows, report.title, table_columns(report.rows))
+    if report.picked:
+        for comparison in report.picked_comparisons[:MAX_PRINTED_COMPARISONS]:
+            print(comparison.sentence())
+        rows = grouped_table_rows(report.picked, row_columns(report.picked))
+        tuned = ", ".join(report.tune)
+        print(f"Each setting's {tuned}, picked on the mean val/loss; compared on the test split.")
+        print_table(rows, f"{tuned} tuned: the picks", list(rows[0]))
 
 
 class SweepReport(Callback):
     """Hydra callback: at the end of a multirun, write the sweep's report and print its table.
 
     `per_seed: true` (`hydra.callbacks.report.per_seed=true`) draws each seed's curve instead
-    of the band.
+    of the band; `tune: optimizer.lr` (a key or a list of keys) reads the sweep as a tuning
+    (`mlplab.tuning`), as `experiment=lr_tuning` does.
     """
 
-    def __init__(self, per_seed: bool = False) -> None:
+    def __init__(self, per_seed: bool = False, tune: str | Sequence[str] | None = None) -> None:
         self.per_seed = per_seed
+        self.tune = [tune] if isinstance(tune, str) else list(tune or [])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            report = write_report(sweep_dir, self.per_seed)
+            report = write_report(sweep_dir, self.per_seed, self.tune)
         except Exception:  # a broken report must not hide the sweep's own results
             log.exception("could not write the sweep report for %s", sweep_dir)
             return
@@ -522,10 +617,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--per-seed", action="store_true", help="draw each seed's curve instead of the band"
     )
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a tuned override (e.g. optimizer.lr): pick its best value on val/loss for each "
+        "setting of the others, compare the picks on the test split (repeatable)",
+    )
     args = parser.parse_args(argv)
     for directory in args.dirs:
         try:
-            report = write_report(directory, args.per_seed)
+            report = write_report(directory, args.per_seed, args.tune)
         except FileNotFoundError as error:
             parser.exit(2, f"error: {error}\n")
         print_report(report)
