@@ -34,7 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mlplab.hparams import write_experiment
-from mlplab.stats import Difference, difference, estimate
+from mlplab.stats import Difference, estimate, seed_difference
 
 log = logging.getLogger(__name__)
 
@@ -304,13 +304,6 @@ def comparisons(groups: Sequence[Group], columns: Sequence[str]) -> list[Compari
     return found
 
 
-def seed_difference(second: dict[str, float], first: dict[str, float]) -> Difference:
-    """second - first over their seeds: paired when both ran the same seeds, else Welch's test."""
-    if second.keys() == first.keys():  # the same seeds: compare each seed's pair
-        return difference([second[s] for s in first], [first[s] for s in first], paired=True)
-    return difference(list(second.values()), list(first.values()))
-
-
 def comparison_rows(found: Sequence[Comparison]) -> list[dict[str, Any]]:
     """The comparisons as rows for summary_comparisons.csv."""
     return [
@@ -499,7 +492,8 @@ def add_picks(report: Report, groups: Sequence[Group], tune: Sequence[str]) -> l
         pick.chosen or Group({key: pick.setting.get(key, "") for key in keys}, []) for pick in found
     ]
     report.picked = grouped_rows(chosen, [tuning.PICKED_ON, *tests])
-    report.picked_comparisons = tuning.compare_picks(found, report.tune, tests)
+    compared = tuning.compare_picks(found, report.tune, tests)
+    report.picked_comparisons = [Comparison(**fields) for fields in compared]
     return found
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
@@ -122,3 +122,11 @@ def difference(a: Sequence[float], b: Sequence[float], paired: bool = False) -> 
     half = t_quantile((1 + CONFIDENCE) / 2, df) * se
     test = "paired" if paired else "Welch"
     return Difference(test, (len(a), len(b)), diff, diff - half, diff + half, p)
+
+
+def seed_difference(second: Mapping[str, float], first: Mapping[str, float]) -> Difference:
+    """second - first over their seeds (seed → value): paired when both ran the same seeds,
+    Welch's test otherwise."""
+    if second.keys() == first.keys():  # the same seeds: compare each seed's pair
+        return difference([second[s] for s in first], [first[s] for s in first], paired=True)
+    return difference(list(second.values()), list(first.values()))

@@ -17,13 +17,24 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from mlplab.report import Comparison, Group, seed_difference
+from mlplab.stats import seed_difference
 
 log = logging.getLogger(__name__)
 
 PICKED_ON = "val/loss"  # the final validation loss, averaged over the seeds
 TEST_COLUMNS = ("test/loss", "test/r2", "test/acc")  # those the runs have are compared
+
+
+class Group(Protocol):
+    """A configuration's runs, as `mlplab.report.Group` holds them (not imported: the report
+    imports this module)."""
+
+    config: dict[str, str]
+    runs: list[Any]
+
+    def values(self, column: str) -> dict[str, float]: ...
 
 
 @dataclass
@@ -75,10 +86,12 @@ def picked_value(pick: Pick, tune: Sequence[str]) -> str:
     return ", ".join(f"{key}={pick.chosen.config.get(key, '')}" for key in tune)
 
 
-def compare_picks(found: Sequence[Pick], tune: Sequence[str], columns: Sequence[str]):
-    """The picks compared two by two on `columns`, where their settings differ in one key.
-
-    Paired over seeds when both picks ran the same seeds, Welch's test otherwise.
+def compare_picks(
+    found: Sequence[Pick], tune: Sequence[str], columns: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The picks compared two by two on `columns`, where their settings differ in one key: the
+    fields of a `mlplab.report.Comparison` each. Paired over seeds when both picks ran the same
+    seeds, Welch's test otherwise.
     """
     compared = []
     for a, b in itertools.combinations([p for p in found if p.chosen], 2):
@@ -92,14 +105,14 @@ def compare_picks(found: Sequence[Pick], tune: Sequence[str], columns: Sequence[
             if len(first) < 2 or len(second) < 2:
                 continue
             compared.append(
-                Comparison(
-                    key,
-                    (a.setting[key], b.setting[key]),
-                    at,
-                    column,
-                    seed_difference(second, first),
-                    picked=(picked_value(a, tune), picked_value(b, tune)),
-                )
+                {
+                    "key": key,
+                    "values": (a.setting[key], b.setting[key]),
+                    "at": at,
+                    "column": column,
+                    "result": seed_difference(second, first),
+                    "picked": (picked_value(a, tune), picked_value(b, tune)),
+                }
             )
     return compared
 
