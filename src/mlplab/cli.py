@@ -171,6 +171,11 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
         )
     summary_file = job_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if "replica" in summary:
+        raise ConfigError(
+            f"resume={job_dir}: replica {summary['replica']} of the job in {job_dir.parent}, "
+            f"which trains its replicas together; resume that job: resume={job_dir.parent}"
+        )
     cfg = relocated(OmegaConf.load(config_file), job_dir)
     if cfg.engine == "raw":
         raise ConfigError(
@@ -454,7 +459,8 @@ def main(cfg: DictConfig) -> float:
         log.info("final metrics:\n%s", format_metrics(metrics))
     except Diverged as error:
         status = "diverged"
-        log.warning("diverged: %s; the job stopped there (status in metrics.json)", error)
+        stopped = "its diverged replicas" if cfg.get("replicas", 1) > 1 else "the job"
+        log.warning("diverged: %s; %s stopped there (status in metrics.json)", error, stopped)
     except (KeyboardInterrupt, SystemExit):
         # Ctrl-C: the raw loop sees KeyboardInterrupt; Lightning shuts down first, then exits 1.
         log.warning(
@@ -981,6 +987,8 @@ def resumed_sweep_problems(config: DictConfig, sweep_dir: Path) -> list[str]:
         ]
     found, fates = [], []
     for summary in sorted(sweep_dir.rglob("metrics.json")):
+        if "replica" in json.loads(summary.read_text()):
+            continue  # a run inside a replicas job: its job is kept, resumed or started
         fates.append(job_fate(summary.parent))
         if fates[-1] == "resumed":
             try:

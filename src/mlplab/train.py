@@ -95,6 +95,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     checkpoint (to a larger `trainer.max_epochs`, too). `overrides` (the job's command-line
     overrides) are recorded so a sweep's runs can be told apart without parsing names.
     """
+    if cfg.get("replicas", 1) > 1:  # several seeds at once, each a run of its own
+        from mlplab.replicas import train_replicas  # (which imports this module)
+
+        return train_replicas(cfg, overrides, resume)
     output_dir = Path(cfg.paths.output_dir)
     checkpoint = output_dir / "checkpoints" / "last.ckpt"
     if rank_zero_only.rank > 0:
