@@ -215,7 +215,9 @@ class ReplicaMetrics(nn.Module):
     def update(self, outputs: Tensor, targets: Tensor) -> None:
         """Add one batch of every replica: outputs and targets (R, batch, …)."""
         count = targets.shape[1]
-        self.loss.update(replica_losses(self.loss_fn, outputs, targets) * count, count)
+        losses = replica_losses(self.loss_fn, outputs, targets)
+        # in the state's float32 first, as MeanMetric takes a loss (also under 64-true)
+        self.loss.update(losses.to(self.loss.total.dtype) * count, count)
         if self.task == "regression":  # (batch, R): one output column per replica
             outputs, targets = outputs.squeeze(-1).T, targets.squeeze(-1).T
             for score in self.scores.values():
@@ -336,7 +338,8 @@ class ReplicaRecord(TrainingRecord):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         losses = outputs["losses"]
-        self.losses.append(losses)
+        # as a single run's record, whose outputs["loss"] Lightning divides by the accumulation
+        self.losses.append(losses / trainer.accumulate_grad_batches)
         for r in outputs["diverging"].nonzero().flatten().tolist():
             step, loss = int(pl_module.diverged_at[r]), losses[r].item()
             for logger in trainer.loggers:
@@ -387,8 +390,15 @@ class ReplicaLoggers(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        for logger in (logger for loggers in self.replicas for logger in loggers):
-            logger.finalize(status)
+        """Only flush: `train_replicas` finalizes the replicas' loggers once, at the end.
+
+        Lightning finalizes its loggers after each stage (fit, validate, test), and a
+        TensorBoard logger then opens a new events file for the next. R replicas open theirs
+        in the same second, so the names' counters (the last part) pass 9, and TensorBoard
+        reads a run's files in name order, as text (`.12` before `.3`): a file with the run's
+        session start read last would hide the points read before it.
+        """
+        self.save()
 
 
 # ---- training ----
