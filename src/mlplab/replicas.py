@@ -269,27 +269,31 @@ class ReplicasModule(MLPModule):
         self.register_buffer("diverged_at", torch.full((count,), -1))
         self.frozen: dict[int, list[Tensor]] = {}  # a diverged replica's weights, kept as they were
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch  # (R, batch, …): replica r's own batch
         losses = replica_losses(self.loss_fn, self.model(x), y)
         alive = self.diverged_at < 0
         diverging = alive & ~torch.isfinite(losses.detach())
+        newly: list[int] = []
         if diverging.any():
+            newly = diverging.nonzero().flatten().tolist()
             self.diverged_at[diverging] = self.global_step
             alive &= ~diverging
-        self.freeze_diverged()
+            self.freeze_diverged()
         # Lightning sends a step's values to the loggers every log_every_n_steps steps only,
         # and a self.log call costs ~0.1 ms: with many replicas, log them only then.
         trainer = self.trainer
         if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop:
             for r in alive.nonzero().flatten().tolist():
                 self.log(f"{PREFIX}{r}/train/loss", losses[r])
-        if alive.any():
-            self.log("train/loss", losses[alive].mean(), prog_bar=True, logger=False)
         # A diverged replica's loss counts for nothing (its gradient may hold NaN, which stays
         # in its own slice of the weights: the optimizers update element by element).
         loss = torch.where(alive, losses, 0.0).sum()
-        return {"loss": loss, "losses": losses.detach(), "diverging": diverging}
+        self.log("train/loss", loss.detach() / alive.sum(), prog_bar=True, logger=False)
+        return {"loss": loss, "losses": losses.detach(), "diverging": newly}
+
+    def on_train_start(self) -> None:
+        self.freeze_diverged()  # a resumed job's replicas that had diverged before
 
     def freeze_diverged(self) -> None:
         """Remember the weights of every diverged replica as they are now (once each)."""
@@ -337,15 +341,15 @@ class ReplicaRecord(TrainingRecord):
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        losses = outputs["losses"]
+        losses, accumulate = outputs["losses"], trainer.accumulate_grad_batches
         # as a single run's record, whose outputs["loss"] Lightning divides by the accumulation
-        self.losses.append(losses / trainer.accumulate_grad_batches)
-        for r in outputs["diverging"].nonzero().flatten().tolist():
+        self.losses.append(losses / accumulate if accumulate > 1 else losses)
+        for r in outputs["diverging"]:
             step, loss = int(pl_module.diverged_at[r]), losses[r].item()
             for logger in trainer.loggers:
                 logger.log_metrics({f"{PREFIX}{r}/train/loss": loss}, step=step)
                 logger.save()
-        if bool((pl_module.diverged_at >= 0).all()):
+        if outputs["diverging"] and bool((pl_module.diverged_at >= 0).all()):
             r = int(pl_module.diverged_at.argmax())
             raise Diverged(int(pl_module.diverged_at[r]), losses[r].item())
 
