@@ -280,10 +280,12 @@ class ReplicasModule(MLPModule):
             self.diverged_at[diverging] = self.global_step
             alive &= ~diverging
             self.freeze_diverged()
-        # Lightning sends a step's values to the loggers every log_every_n_steps steps only,
-        # and a self.log call costs ~0.1 ms: with many replicas, log them only then.
+        # Lightning sends a step's values to the loggers every log_every_n_steps steps only
+        # (every step under fast_dev_run), and a self.log call costs ~0.1 ms: with many
+        # replicas, log them only then.
         trainer = self.trainer
-        if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop:
+        logs = (self.global_step + 1) % trainer.log_every_n_steps == 0
+        if logs or trainer.should_stop or trainer.fast_dev_run:
             for r in alive.nonzero().flatten().tolist():
                 self.log(f"{PREFIX}{r}/train/loss", losses[r])
         # A diverged replica's loss counts for nothing (its gradient may hold NaN, which stays
