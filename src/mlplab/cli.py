@@ -33,7 +33,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.config import CLASS_RULES, COMMON, ConfigError, problems, render, validate
+from mlplab.config import (
+    CLASS_RULES,
+    COMMON,
+    ConfigError,
+    problems,
+    relocated,
+    render,
+    validate,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Bytes of the overrides kept in a sweep job's directory name: file systems allow 255 bytes
@@ -275,27 +283,6 @@ def resumed_sweep_arguments(sweep_dir: Path, arguments: Sequence[str]) -> list[s
         f"+hydra.job.env_set.{RESUMING_SWEEP}=1",
         "-m",
     ]
-
-
-def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
-    """A saved config whose run was moved or copied to `job_dir`, pointing there.
-
-    The saved config is resolved: every path inside the job directory (checkpoints, logs)
-    begins with the directory it was trained in. A moved run must train where it is now,
-    and a copy must never write into its original.
-    """
-    old, new = str(cfg.paths.output_dir), str(job_dir.resolve())
-
-    def move(value: Any) -> Any:
-        if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-            return new + value[len(old) :]
-        if isinstance(value, dict):
-            return {key: move(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [move(item) for item in value]
-        return value
-
-    return OmegaConf.create(move(OmegaConf.to_container(cfg)))
 
 
 def unreadable_checkpoint(path: Path) -> str | None:

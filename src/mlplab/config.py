@@ -806,3 +806,24 @@ def validate(cfg: DictConfig) -> None:
     found = problems(cfg)
     if found:
         raise ConfigError("\n".join(found))
+
+
+def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
+    """A saved config whose run was moved or copied to `job_dir`, pointing there.
+
+    The saved config is resolved: every path inside the job directory (checkpoints, logs)
+    begins with the directory it was trained in. A moved run must train where it is now,
+    and a copy must never write into its original.
+    """
+    old, new = str(cfg.paths.output_dir), str(job_dir.resolve())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+            return new + value[len(old) :]
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    return OmegaConf.create(move(OmegaConf.to_container(cfg)))
