@@ -1,15 +1,17 @@
 """Speed of mlplab's training paths, measured side by side in one process.
 
     python scripts/bench.py            # a few minutes on 2 idle cores
-    python scripts/bench.py --quick    # under a minute: fewer steps and repeats
+    python scripts/bench.py --quick    # a minute or two: fewer steps and repeats
 
-Three training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
+Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
 (where the maths dominates), on the same model, optimizer and DataModule (`mlplab.build`,
 default config: regression, Adam, ReLU), measured round-robin, repeated:
 
   raw      `mlplab.reference.train`, the textbook loop, validating after each epoch
   bare     a bare `lightning.Trainer` on mlplab's `MLPModule`: no logger, progress bar,
            checkpoints, model summary or extra callbacks. The floor of any Lightning path.
+  replicas16  one job of 16 replicas (`replicas=16`: 16 seeds as one stacked model), with
+           each replica's loggers; `replicas16_vs_single` is 16 × its steps/s over mlplab's.
   mlplab   mlplab's default path as `python train.py` runs it: `fit_lightning` with the
            config's loggers (TensorBoard, in a temporary directory) and callbacks (last.ckpt
            every epoch, the TQDM progress bar redrawn every 20 steps), and mlplab's own
@@ -21,7 +23,8 @@ second epoch to the end of training (Lightning's `on_train_end`; for raw, the re
 `reference.train`): training steps, validation after each epoch and the per-epoch
 bookkeeping (checkpoint, log writes) included; set-up, the warm-up epoch and the test pass
 excluded. Ratios are medians over rounds of ratios taken within a round. Then whole processes
-are timed: `train.py --help`, `train.py --cfg job` and a refused override. The last line
+are timed: `experiment=homework` with its 5 seeds as replicas and with 1 seed, `train.py
+--help`, `train.py --cfg job` and a refused override. The last line
 printed is one JSON object with the ratios and the start-up times.
 """
 
@@ -49,6 +52,7 @@ from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.cli import CONFIG_DIR
 from mlplab.fit import build_callbacks, fit_lightning, lightning_quiet
 from mlplab.module import MLPModule
+from mlplab.replicas import fit_replicas, replica_configs
 from mlplab.tasks import EpochMetrics, loss_function
 from mlplab.train import build_loggers
 
@@ -168,7 +172,28 @@ def mlplab(cfg) -> float:
     return timing.clock.steps_per_second()
 
 
-PATHS = {"raw": raw, "bare": bare, "mlplab": mlplab}
+REPLICAS = 16
+
+
+def replicas16(cfg) -> float:
+    """Steps/s of one job training 16 replicas (`replicas=16`), each step a step of all 16,
+    with each replica's loggers (TensorBoard) and the config's callbacks, as train.py runs it."""
+    timing = TrainingClock()
+    with (
+        tempfile.TemporaryDirectory() as out,
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+    ):
+        cfg.paths.output_dir, cfg.replicas = out, REPLICAS
+        configs = replica_configs(cfg)
+        loggers = [build_loggers(config) for config in configs]
+        fit_replicas(cfg, configs, loggers, [*build_callbacks(cfg), timing])
+        for logger in (logger for own in loggers for logger in own):
+            logger.finalize("success")
+    return timing.clock.steps_per_second()
+
+
+PATHS = {"raw": raw, "bare": bare, "mlplab": mlplab, "replicas16": replicas16}
 
 
 def measure(size: str, steps_per_epoch: int, repeats: int) -> dict[str, list[float]]:
@@ -237,6 +262,12 @@ def main() -> None:
         summary[f"lightning_vs_floor_{size}"] = ratio(results, "mlplab", "bare")
         summary[f"lightning_vs_raw_{size}"] = ratio(results, "mlplab", "raw")
         summary[f"floor_vs_raw_{size}"] = ratio(results, "bare", "raw")
+        # 16 × one replica's steps/s over one single-model job's (mlplab's default path)
+        summary[f"replicas16_vs_single_{size}"] = REPLICAS * ratio(results, "replicas16", "mlplab")
+        print(
+            f"{'':<13}replicas16_vs_single: {summary[f'replicas16_vs_single_{size}']:.1f} "
+            f"(16 × a replica's steps/s ÷ a single job's)"
+        )
     process_repeats = 3 if args.quick else 5
     summary["help_s"] = process_seconds(["--help"], process_repeats)
     summary["cfg_s"] = process_seconds(["--cfg", "job"], process_repeats)
@@ -245,6 +276,17 @@ def main() -> None:
     rates = ",".join(str(0.001 * (k + 1)) for k in range(19))
     summary["sweep400_refused_s"] = process_seconds(
         ["seed=range(0,20)", f"optimizer.lr={rates},-1", "-m"], 1
+    )
+    # The homework sweep (6 jobs), its 5 seeds as replicas of each job, then 1 seed per job.
+    homework = ["experiment=homework", "extras.print_config=false"]
+    homework += ["trainer.enable_progress_bar=false", *(["trainer.max_epochs=10"] * args.quick)]
+    summary["homework_5_seeds_s"] = process_seconds([*homework, "replicas=5"], 1)
+    summary["homework_1_seed_s"] = process_seconds([*homework, "replicas=1"], 1)
+    summary["homework_5_vs_1"] = summary["homework_5_seeds_s"] / summary["homework_1_seed_s"]
+    print(
+        f"\nexperiment=homework{' (10 epochs)' * args.quick}: 5 seeds "
+        f"{summary['homework_5_seeds_s']:.1f} s, 1 seed {summary['homework_1_seed_s']:.1f} s "
+        f"({summary['homework_5_vs_1']:.2f}×)"
     )
     print(
         f"\nstart-up (median of {process_repeats}): --help {summary['help_s']:.2f} s, "

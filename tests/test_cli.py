@@ -350,7 +350,7 @@ def test_make_tensorboard_serves_a_sweep_by_name_on_a_free_port(tmp_path) -> Non
 def test_homework_experiment_is_one_command(tmp_path) -> None:
     output = run_train(  # no -m: the experiment declares itself a sweep
         "experiment=homework",
-        "seed=0,1",  # two of its five seeds, to keep the test short
+        "replicas=2",  # two of its five seeds (each job's replicas), to keep the test short
         "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
         "data.num_samples=400",

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from mlplab.build import build_datamodule
-from mlplab.data import EpochBatchSampler, EpochOrder, make_regression_data, make_spiral_data
+from mlplab.data import (
+    EpochBatchSampler,
+    EpochOrder,
+    generate_splits,
+    make_regression_data,
+    make_spiral_data,
+)
 
 
 def generator(seed: int) -> torch.Generator:
@@ -55,6 +61,7 @@ def test_global_rng_does_not_leak_into_the_data(make_cfg) -> None:
     dm1.setup()
     torch.manual_seed(12345)
     torch.rand(10)
+    generate_splits.cache_clear()  # generated anew, not the last dataset kept
     dm2 = build_datamodule(make_cfg())
     dm2.setup()
     for split in ("train", "val", "test"):
@@ -98,6 +105,7 @@ def test_datamodule_splits_without_overlap(make_cfg, task, target_dtype, target_
 
 def first_epoch(dm) -> tuple[torch.Tensor, torch.Tensor]:
     """The training inputs in the order epoch 0 serves them, and the test targets."""
+    generate_splits.cache_clear()  # generated anew, not the last dataset kept
     dm.setup()
     return torch.cat([x for x, _ in dm.train_dataloader()]), dm.splits["test"].y
 
@@ -152,16 +160,16 @@ def test_loader_with_workers_yields_the_same_batches(make_cfg) -> None:
 
 
 @pytest.mark.parametrize(
-    ("workers", "replicas", "served"), [(0, 1, 0), (0, 1, 2), (0, 2, 0), (0, 2, 3), (2, 2, 3)]
+    ("workers", "world_size", "served"), [(0, 1, 0), (0, 1, 2), (0, 2, 0), (0, 2, 3), (2, 2, 3)]
 )
 def test_loader_resumes_after_the_batches_its_state_says_were_served(
-    make_cfg, workers, replicas, served
+    make_cfg, workers, world_size, served
 ):
     """What Lightning saves of the loader mid-epoch (`state_dict`) brings a fresh loader back
     to the very next batch of the same epoch, and the following epochs are whole."""
     dm = build_datamodule(make_cfg(f"data.num_workers={workers}"))
     dm.setup()
-    straight = dm.loader("train", shuffle=True, replicas=replicas, rank=replicas - 1)
+    straight = dm.loader("train", shuffle=True, world_size=world_size, rank=world_size - 1)
     straight.batch_sampler.set_epoch(1)
     iterator = iter(straight)
     for _ in range(served):
@@ -170,7 +178,7 @@ def test_loader_resumes_after_the_batches_its_state_says_were_served(
     assert state == {"epoch": 1, "batches_served": served}
     rest = list(iterator)
 
-    resumed = dm.loader("train", shuffle=True, replicas=replicas, rank=replicas - 1)
+    resumed = dm.loader("train", shuffle=True, world_size=world_size, rank=world_size - 1)
     resumed.load_state_dict(state)
     again = list(resumed)
     assert len(again) == len(rest) == len(straight) - served

@@ -174,7 +174,7 @@ def first_non_finite_loss(overrides: list[str], tmp_path: Path) -> tuple[int, li
     cfg = compose_config(overrides, tmp_path)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
-    shards = [datamodule.loader("train", shuffle=True, replicas=2, rank=rank) for rank in (0, 1)]
+    shards = [datamodule.loader("train", shuffle=True, world_size=2, rank=rank) for rank in (0, 1)]
     model, loss_fn = build_model(cfg), loss_function(cfg.data.task)
     optimizer = optimizer_factory(cfg)(model.parameters())
     step = 0

@@ -33,7 +33,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlplab.config import CLASS_RULES, COMMON, ConfigError, problems, render, validate
+from mlplab.config import (
+    CLASS_RULES,
+    COMMON,
+    ConfigError,
+    problems,
+    relocated,
+    render,
+    validate,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Bytes of the overrides kept in a sweep job's directory name: file systems allow 255 bytes
@@ -171,6 +179,11 @@ def resumed_config(job_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig,
         )
     summary_file = job_dir / "metrics.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if "replica" in summary:
+        raise ConfigError(
+            f"resume={job_dir}: replica {summary['replica']} of the job in {job_dir.parent}, "
+            f"which trains its replicas together; resume that job: resume={job_dir.parent}"
+        )
     cfg = relocated(OmegaConf.load(config_file), job_dir)
     if cfg.engine == "raw":
         raise ConfigError(
@@ -270,27 +283,6 @@ def resumed_sweep_arguments(sweep_dir: Path, arguments: Sequence[str]) -> list[s
         f"+hydra.job.env_set.{RESUMING_SWEEP}=1",
         "-m",
     ]
-
-
-def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
-    """A saved config whose run was moved or copied to `job_dir`, pointing there.
-
-    The saved config is resolved: every path inside the job directory (checkpoints, logs)
-    begins with the directory it was trained in. A moved run must train where it is now,
-    and a copy must never write into its original.
-    """
-    old, new = str(cfg.paths.output_dir), str(job_dir.resolve())
-
-    def move(value: Any) -> Any:
-        if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-            return new + value[len(old) :]
-        if isinstance(value, dict):
-            return {key: move(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [move(item) for item in value]
-        return value
-
-    return OmegaConf.create(move(OmegaConf.to_container(cfg)))
 
 
 def unreadable_checkpoint(path: Path) -> str | None:
@@ -454,7 +446,8 @@ def main(cfg: DictConfig) -> float:
         log.info("final metrics:\n%s", format_metrics(metrics))
     except Diverged as error:
         status = "diverged"
-        log.warning("diverged: %s; the job stopped there (status in metrics.json)", error)
+        stopped = "its diverged replicas" if cfg.get("replicas", 1) > 1 else "the job"
+        log.warning("diverged: %s; %s stopped there (status in metrics.json)", error, stopped)
     except (KeyboardInterrupt, SystemExit):
         # Ctrl-C: the raw loop sees KeyboardInterrupt; Lightning shuts down first, then exits 1.
         log.warning(
@@ -981,6 +974,8 @@ def resumed_sweep_problems(config: DictConfig, sweep_dir: Path) -> list[str]:
         ]
     found, fates = [], []
     for summary in sorted(sweep_dir.rglob("metrics.json")):
+        if "replica" in json.loads(summary.read_text()):
+            continue  # a run inside a replicas job: its job is kept, resumed or started
         fates.append(job_fate(summary.parent))
         if fates[-1] == "resumed":
             try:

@@ -173,6 +173,7 @@ FRACTION = number(0, 1, open_low=True, open_high=True)
 
 COMMON = {
     "seed": SEED,
+    "replicas": integer(1),
     "engine": choice("lightning", "raw"),
     "resume": OPTIONAL_TEXT,
     "init_from": optional(Rule(TEXT.accepts, "the path of a checkpoint file")),
@@ -311,6 +312,7 @@ def problems(cfg: DictConfig, signatures: bool = True) -> list[str]:
         # A value a config leaves for the command line (`path: ???`).
         return [f"{key} is missing: give it on the command line, {key}=<value>" for key in missing]
     own = {key: value for key, value in container.items() if key not in BY_SIGNATURE}
+    own.setdefault("replicas", 1)  # a run saved before replicas existed trained one
     values = dict(leaves(own))
     values.pop("logger", None)  # logger=none leaves an empty node
     if isinstance(data := container.get("data"), dict):
@@ -338,6 +340,8 @@ def problems(cfg: DictConfig, signatures: bool = True) -> list[str]:
         # judged once, where it is defined.
         defined = [node for _, node, _ in nodes]
         found += [p for path, node, _ in nodes for p in signature_problems(path, node, defined)]
+    if not found and signatures and values["replicas"] > 1:
+        found += model_buffer_problems(container["model"], values["replicas"])
     return found
 
 
@@ -657,6 +661,11 @@ def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]
     init_from = values["init_from"]
     if init_from is not None and not Path(init_from).is_file():
         found.append(f"init_from={render(init_from)}: no such checkpoint file")
+    elif init_from is not None and (Path(init_from).parent.parent / "replica_0").is_dir():
+        found.append(
+            f"init_from={render(init_from)} holds the stacked weights of a replicas job; "
+            "start from one replica's: <job dir>/replica_<r>/checkpoints/last.ckpt"
+        )
     trainer = container["trainer"]
     if (
         trainer["strategy"] == "ddp"
@@ -679,7 +688,82 @@ def cross_checks(values: dict[str, Any], container: dict[str, Any]) -> list[str]
         )
     if values["engine"] == "raw":
         found += raw_problems(values, container)
+    if values["replicas"] > 1:
+        found += replica_problems(values, container)
     return found
+
+
+def replica_problems(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """What replicas=R cannot do: anything that would tie the replicas together, one line each.
+
+    Each replica must train exactly as a separate job with its own seed would; a quantity
+    computed over all of them (a gradient norm, one monitored metric, a loss scale) would
+    make what happens to one depend on the others.
+    """
+    replicas = values["replicas"]
+    where = f"replicas={replicas}"
+    alone = "train the seeds as separate jobs instead (replicas=1, seed=0,1,2 -m)"
+    trainer, found = container["trainer"], []
+    if values["engine"] == "raw":
+        found.append(f"{where} needs engine=lightning: the raw loop trains one model")
+    if (
+        trainer["strategy"] != "auto"
+        or trainer["devices"] not in (1, "auto")
+        or (trainer["num_nodes"] != 1)
+    ):
+        found.append(
+            f"{where} trains in one process on one device: not with trainer.strategy="
+            f"{render(trainer['strategy'])}, trainer.devices={render(trainer['devices'])}, "
+            f"trainer.num_nodes={render(trainer['num_nodes'])}; {alone}"
+        )
+    if trainer["gradient_clip_val"] and trainer["gradient_clip_algorithm"] in (None, "norm"):
+        found.append(
+            f"trainer.gradient_clip_val={render(trainer['gradient_clip_val'])} clips by the norm "
+            f"of all the gradients, which would tie the replicas of {where} together; clip by "
+            f"value (trainer.gradient_clip_algorithm=value), or {alone}"
+        )
+    if str(trainer["precision"]) == "16-mixed":
+        found.append(
+            f"trainer.precision=16-mixed scales the loss by one factor for all replicas of "
+            f"{where}, and skips a step for all when one overflows; use bf16-mixed, or {alone}"
+        )
+    scheduler = container.get("scheduler") or {}
+    target = str((scheduler.get("scheduler") or {}).get("_target_", ""))
+    if scheduler.get("monitor") or target.endswith("ReduceLROnPlateau"):
+        found.append(
+            f"scheduler: {target.rsplit('.', 1)[-1] or 'a monitored scheduler'} follows one "
+            f"metric, but each of the {replicas} replicas has its own; {alone}"
+        )
+    for name, node in (container.get("callbacks") or {}).items():
+        if isinstance(node, dict) and node.get("monitor"):
+            found.append(
+                f"callbacks.{name}.monitor={render(node['monitor'])}: with {where} each replica "
+                f"has its own {node['monitor']} (replica_<r>/…), and one callback cannot follow "
+                f"them all; {alone}"
+            )
+    return found
+
+
+def model_buffer_problems(model: dict[str, Any], replicas: int) -> list[str]:
+    """A model with buffers (BatchNorm's statistics) cannot be stacked into replicas.
+
+    Built on the meta device (no memory, no numbers) to see what it holds.
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    try:
+        with torch.device("meta"):
+            buffers = [name for name, _ in instantiate(model).named_buffers()]
+    except Exception:  # a model that cannot be built so: training will say why
+        return []
+    if not buffers:
+        return []
+    return [
+        f"replicas={replicas}: model {model['_target_']} has buffers ({', '.join(buffers)}), "
+        "which a stacked model cannot update per replica; train the seeds as separate jobs "
+        "instead (replicas=1, seed=0,1,2 -m)"
+    ]
 
 
 def raw_problems(values: dict[str, Any], container: dict[str, Any]) -> list[str]:
@@ -722,3 +806,24 @@ def validate(cfg: DictConfig) -> None:
     found = problems(cfg)
     if found:
         raise ConfigError("\n".join(found))
+
+
+def relocated(cfg: DictConfig, job_dir: Path) -> DictConfig:
+    """A saved config whose run was moved or copied to `job_dir`, pointing there.
+
+    The saved config is resolved: every path inside the job directory (checkpoints, logs)
+    begins with the directory it was trained in. A moved run must train where it is now,
+    and a copy must never write into its original.
+    """
+    old, new = str(cfg.paths.output_dir), str(job_dir.resolve())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+            return new + value[len(old) :]
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    return OmegaConf.create(move(OmegaConf.to_container(cfg)))

@@ -14,6 +14,7 @@ different processes. In float64 the kernels differ by an ulp at most, far below 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 
@@ -150,17 +151,17 @@ class EpochOrder(Sampler[int]):
 class EpochBatchSampler(Sampler[Tensor]):
     """Cuts each epoch's order (`self.sampler`) into index tensors of `batch_size`.
 
-    The last batch is shorter if samples run out. Data-parallel: with `replicas`
-    processes, each step consumes one global batch of `replicas × batch_size` consecutive
+    The last batch is shorter if samples run out. Data-parallel: with `world_size`
+    processes, each step consumes one global batch of `world_size × batch_size` consecutive
     samples of the order, and process `rank` trains on its `rank`-th slice, so the processes
     together see what one process with the global batch would. A last, partial global batch
     is dropped: it could not be split evenly.
     """
 
-    def __init__(self, sampler: EpochOrder, batch_size: int, replicas: int = 1, rank: int = 0):
+    def __init__(self, sampler: EpochOrder, batch_size: int, world_size: int = 1, rank: int = 0):
         self.sampler = sampler
         self.batch_size = batch_size
-        self.replicas, self.rank = replicas, rank
+        self.world_size, self.rank = world_size, rank
         self.resume = (0, 0)  # (epoch, batches of it already trained on before a resume)
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,7 +179,7 @@ class EpochBatchSampler(Sampler[Tensor]):
 
     def spans(self) -> Iterator[tuple[int, int]]:
         """(start, stop) positions in the order of this process's batches, from the resume point."""
-        size = self.batch_size * self.replicas
+        size = self.batch_size * self.world_size
         first = self.skipped() * size + self.rank * self.batch_size
         for start in range(first, self.num_batches() * size, size):
             yield start, min(start + self.batch_size, self.sampler.num_samples)
@@ -189,9 +190,9 @@ class EpochBatchSampler(Sampler[Tensor]):
 
     def num_batches(self) -> int:
         """Batches in a whole epoch, for this process."""
-        if self.replicas == 1:
+        if self.world_size == 1:
             return math.ceil(self.sampler.num_samples / self.batch_size)
-        return self.sampler.num_samples // (self.batch_size * self.replicas)
+        return self.sampler.num_samples // (self.batch_size * self.world_size)
 
     def __len__(self) -> int:
         return self.num_batches()
@@ -252,6 +253,32 @@ class EpochLoader(DataLoader):
         self.batch_sampler.resume_at(state["epoch"], state["batches_served"])
 
 
+# The last dataset generated is kept: the replicas of a job (a DataModule each, one `data.seed`)
+# share one copy of it, generated once. Nothing writes into these tensors.
+@functools.lru_cache(maxsize=1)
+def generate_splits(
+    task: str,
+    in_features: int,
+    out_features: int,
+    num_samples: int,
+    noise: float,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> dict[str, TensorBatches]:
+    """The samples of `task` drawn from `seed`, split into "train", "val" and "test"."""
+    generator = torch.Generator().manual_seed(seed)
+    x, y = make_task_data(task, num_samples, in_features, out_features, noise, generator)
+    num_val = int(num_samples * val_fraction)
+    num_test = int(num_samples * test_fraction)
+    order = torch.randperm(num_samples, generator=generator)
+    parts = order.split([num_samples - num_val - num_test, num_val, num_test])
+    names = ("train", "val", "test")
+    return {
+        name: TensorBatches(x[index], y[index]) for name, index in zip(names, parts, strict=True)
+    }
+
+
 class SyntheticDataModule(L.LightningDataModule):
     """Generates one task's data from `seed`, splits it, and serves train/val/test loaders.
 
@@ -293,24 +320,23 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Generate and split the samples (once; later calls reuse them)."""
-        if self.splits:
-            return
-        generator = torch.Generator().manual_seed(self.seed)
-        x, y = make_task_data(
-            self.task, self.num_samples, self.in_features, self.out_features, self.noise, generator
-        )
-        num_val = int(self.num_samples * self.val_fraction)
-        num_test = int(self.num_samples * self.test_fraction)
-        order = torch.randperm(self.num_samples, generator=generator)
-        parts = order.split([self.num_samples - num_val - num_test, num_val, num_test])
-        for name, index in zip(("train", "val", "test"), parts, strict=True):
-            self.splits[name] = TensorBatches(x[index], y[index])
+        if not self.splits:
+            self.splits = generate_splits(
+                self.task,
+                self.in_features,
+                self.out_features,
+                self.num_samples,
+                self.noise,
+                self.seed,
+                self.val_fraction,
+                self.test_fraction,
+            )
 
-    def loader(self, split: str, shuffle: bool = False, replicas: int = 1, rank: int = 0):
+    def loader(self, split: str, shuffle: bool = False, world_size: int = 1, rank: int = 0):
         """A loader over one split, in batches of `batch_size`."""
         dataset = self.splits[split]
         order = EpochOrder(len(dataset), shuffle, self.shuffle_seed)
-        sampler = EpochBatchSampler(order, self.batch_size, replicas=replicas, rank=rank)
+        sampler = EpochBatchSampler(order, self.batch_size, world_size=world_size, rank=rank)
         return EpochLoader(
             dataset,
             batch_sampler=sampler,
@@ -330,7 +356,7 @@ class SyntheticDataModule(L.LightningDataModule):
         return self.loader(
             "train",
             shuffle=not trainer.overfit_batches,
-            replicas=trainer.world_size,
+            world_size=trainer.world_size,
             rank=trainer.global_rank,
         )
 

@@ -31,6 +31,12 @@ def saved_config(checkpoint_path: Path) -> DictConfig:
         validate(cfg)
     except ConfigError as error:
         refuse(f"the run's saved {CONFIG_FILE} is refused, nothing was run:\n  {error}")
+    if (replicas := cfg.get("replicas", 1)) > 1:
+        run = checkpoint_path.resolve().parent.parent
+        refuse(
+            f"{run} trained {replicas} replicas, each a run of its own: evaluate one of them, "
+            f"run={run / 'replica_0'}"
+        )
     return cfg
 
 

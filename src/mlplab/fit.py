@@ -140,8 +140,33 @@ def fit_lightning(
         optimizer_factory(cfg),
         scheduler_config(cfg),
     )
-    datamodule = build_datamodule(cfg)
     record = TrainingRecord()
+    trainer, metrics = run_trainer(
+        cfg, module, build_datamodule(cfg), loggers, record, callbacks, ckpt_path
+    )
+    return FitResult(
+        model=model,
+        step_losses=torch.stack(record.losses) if record.losses else torch.zeros(0),
+        metrics=metrics,
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+    )
+
+
+def run_trainer(
+    cfg: DictConfig,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    loggers: Sequence[Logger],
+    record: TrainingRecord,
+    callbacks: Sequence[L.Callback] = (),
+    ckpt_path: Path | None = None,
+) -> tuple[L.Trainer, dict[str, float]]:
+    """Fit, validate the final weights, test; return the Trainer and the final metrics.
+
+    The metrics are the last logged `train/…` values, then `val/…` and `test/…` (also under
+    a prefix, such as a replica's `replica_0/val/loss`).
+    """
     # What a model draws while it trains (dropout masks) comes from the global RNG, seeded
     # here; what it is built from is seeded in `build_model`, and the data by `data.seed`.
     L.seed_everything(cfg.seed, verbose=False)
@@ -154,21 +179,20 @@ def fit_lightning(
             default_root_dir=cfg.paths.output_dir,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        last_loss = trainer.callback_metrics.get("train/loss")  # each stage starts them afresh
+        train = stage_metrics(trainer.callback_metrics, "train")  # each stage starts afresh
         if record.validated_at != trainer.global_step:
             # The last epoch was cut short (trainer.max_steps) and Lightning validates after
             # whole epochs: validate the final weights, so val/* describes the returned model.
             trainer.validate(module, datamodule=datamodule, verbose=False)
-        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        (test,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    train_loss = {"train/loss": float(last_loss)} if last_loss is not None else {}
-    return FitResult(
-        model=model,
-        step_losses=torch.stack(record.losses) if record.losses else torch.zeros(0),
-        metrics={**train_loss, **val, **test},
-        epochs=trainer.current_epoch,
-        steps=trainer.global_step,
-    )
+        val = stage_metrics(trainer.callback_metrics, "val")
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        test = stage_metrics(trainer.callback_metrics, "test")
+    return trainer, {**train, **val, **test}
+
+
+def stage_metrics(metrics: dict[str, Tensor], stage: str) -> dict[str, float]:
+    """The logged `<stage>/…` values (`train/loss`, or a replica's `replica_0/train/loss`)."""
+    return {k: float(v) for k, v in metrics.items() if k.split("/")[-2:-1] == [stage]}
 
 
 def raw_device(trainer: DictConfig) -> torch.device:

@@ -119,8 +119,8 @@ def find_runs(root: Path) -> list[Run]:
     for path in sorted(root.rglob("metrics.json"), key=lambda p: natural_key(str(p))):
         job = path.parent
         summary = read_summary(path)
-        if summary is None:
-            continue
+        if summary is None or "replica_dirs" in summary:
+            continue  # (a job of replicas=R: its runs are its replica_<r>/ directories)
         runs.append(Run(str(job.relative_to(root)), summary, read_run_curves(job)))
     if blank := [run.name for run in runs if not run.curves]:
         log.warning(

@@ -7,6 +7,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -19,6 +20,7 @@ from mlplab import ddp
 from mlplab.checkpoint import remove_stale_temporaries, replace_atomically, write_json
 from mlplab.curves import CurveLogger
 from mlplab.fit import Diverged, FitResult, build_callbacks, fit_lightning, fit_raw
+from mlplab.replicas import ReplicaResult, fit_replicas, replica_configs, replica_overrides
 from mlplab.resume import checkpoint_step, roll_back_csv, wait_for_a_new_second
 
 CONFIG_FILE = "config.yaml"  # the job's resolved config, beside its metrics.json (see evaluate.py)
@@ -95,6 +97,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False) 
     checkpoint (to a larger `trainer.max_epochs`, too). `overrides` (the job's command-line
     overrides) are recorded so a sweep's runs can be told apart without parsing names.
     """
+    if cfg.get("replicas", 1) > 1:  # several seeds at once, each a run of its own
+        return train_replicas(cfg, overrides, resume)
     output_dir = Path(cfg.paths.output_dir)
     checkpoint = output_dir / "checkpoints" / "last.ckpt"
     if rank_zero_only.rank > 0:
@@ -174,6 +178,122 @@ def failure_summary(error: BaseException, output_dir: Path) -> dict:
         return {"status": "interrupted", "error": type(error).__name__}
     (output_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
     return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def train_replicas(
+    cfg: DictConfig, overrides: Sequence[str] = (), resume: bool = False
+) -> dict[str, float]:
+    """`mlplab.train.train` for `replicas > 1`: the job's files, then each replica's.
+
+    Returns the mean over the completed replicas of each final metric (what a sweeper such as
+    Optuna minimises). Raises `Diverged` after writing everything if any replica diverged.
+    """
+    job_dir = Path(cfg.paths.output_dir)
+    checkpoint = job_dir / "checkpoints" / "last.ckpt"
+    ckpt_path, purge_step = None, 0  # 0: new runs' logs begin with a session start
+    if resume:
+        remove_stale_temporaries(checkpoint.parent)
+        ckpt_path = checkpoint if checkpoint.exists() else None
+        purge_step = checkpoint_step(checkpoint) if ckpt_path else 0
+        wait_for_a_new_second(job_dir)
+    configs = replica_configs(cfg, resume)
+    dirs = [Path(replica.paths.output_dir) for replica in configs]
+    for directory, config in [(job_dir, cfg), *zip(dirs, configs, strict=True)]:
+        directory.mkdir(parents=True, exist_ok=True)
+        yaml = OmegaConf.to_yaml(config, resolve=True).encode()
+        replace_atomically(directory / CONFIG_FILE, lambda file, text=yaml: file.write(text))
+    common = {"engine": cfg.engine, "torch_threads": torch.get_num_threads()}
+    job = {"status": "running", **common, "overrides": list(overrides)}
+    job["replica_dirs"] = [directory.name for directory in dirs]  # the runs (the report's rows)
+    summaries = [
+        {
+            "status": "running",
+            **common,
+            "overrides": replica_overrides(overrides, config.seed),
+            "replica": r,  # one of a job's replicas: resume the job, not it
+        }
+        for r, config in enumerate(configs)
+    ]
+    write_summaries(job_dir, job, dirs, summaries)
+    loggers = []
+    for config, directory in zip(configs, dirs, strict=True):
+        own = [*build_loggers(config, purge_step), CurveLogger(directory, purge_step)]
+        for logger in own:
+            if resume and isinstance(logger, CSVLogger):
+                roll_back_csv(logger, purge_step)
+        if not purge_step:
+            log_hyperparameters(own, config)
+        loggers.append(own)
+    started = time.perf_counter()
+    try:
+        results = fit_replicas(cfg, configs, loggers, build_callbacks(cfg), ckpt_path)
+    except BaseException as raised:
+        error = stopped_by(raised)
+        job |= failure_summary(error, job_dir)
+        job["wall_time_s"] = round(time.perf_counter() - started, 3)
+        for summary in summaries:
+            summary |= {k: v for k, v in job.items() if k in ("status", "error", "wall_time_s")}
+        write_summaries(job_dir, job, dirs, summaries)
+        for logger in (logger for own in loggers for logger in own):
+            logger.finalize("failed")
+        if error is raised:
+            raise
+        raise error from None
+    for logger in (logger for own in loggers for logger in own):
+        logger.finalize("success")
+    wall_time = round(time.perf_counter() - started, 3)
+    for result, summary, directory in zip(results, summaries, dirs, strict=True):
+        summary |= replica_summary(result, wall_time)
+        if cfg.trainer.get("enable_checkpointing", True):
+            save_weights(result, directory / "checkpoints" / "last.ckpt")
+    diverged = [result for result in results if result.diverged_at is not None]
+    job |= {"status": "diverged" if diverged else "completed", "wall_time_s": wall_time}
+    write_summaries(job_dir, job, dirs, summaries)
+    if diverged:  # the job's exit code, as a sweep's: 3 if any of its runs diverged
+        first = min(diverged, key=lambda result: result.diverged_at)
+        raise Diverged(first.diverged_at, first.step_losses[-1].item())
+    return mean_metrics([result.metrics for result in results])
+
+
+def replica_summary(result: ReplicaResult, wall_time: float) -> dict[str, Any]:
+    """What a replica's metrics.json records when the job ends (its wall time: the job's)."""
+    if result.diverged_at is not None:
+        loss = result.step_losses[-1].item()
+        error = f"training loss became {loss} at step {result.diverged_at}"
+        return {"status": "diverged", "diverged_at_step": result.diverged_at, "error": error}
+    return {
+        "status": "completed",
+        "metrics": result.metrics,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "wall_time_s": wall_time,
+    }
+
+
+def write_summaries(
+    job_dir: Path, job: dict[str, Any], dirs: Sequence[Path], summaries: Sequence[dict[str, Any]]
+) -> None:
+    """The job's metrics.json and each replica's."""
+    for directory, summary in zip(dirs, summaries, strict=True):
+        write_json(summary, directory / "metrics.json")
+    write_json(job, job_dir / "metrics.json")
+
+
+def save_weights(result: FitResult, path: Path) -> None:
+    """A replica's final weights as `checkpoints/last.ckpt`, as the raw engine writes them."""
+    weights = {f"model.{k}": v for k, v in result.model.state_dict().items()}
+    payload = {"state_dict": weights, "global_step": result.steps, "epoch": result.epochs}
+    replace_atomically(path, lambda file: torch.save(payload, file))
+
+
+def mean_metrics(metrics: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The mean over the replicas that have it of each metric (diverged ones have none)."""
+    names = list(dict.fromkeys(name for values in metrics for name in values))
+    return {
+        name: sum(values[name] for values in metrics if name in values)
+        / sum(name in values for values in metrics)
+        for name in names
+    }
 
 
 def worker(job_dir: Path, ckpt_path: Path | None) -> None:
