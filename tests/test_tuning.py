@@ -169,6 +169,7 @@ def test_lr_tuning_declares_its_sweep_and_its_reading() -> None:
     }  # half-decade steps
     assert cfg.hydra.callbacks.report.tune == "optimizer.lr"
     assert cfg.data.task == "regression" and cfg.data.seed == 0
+    assert "seed" not in params and cfg.replicas == 3 and cfg.seed == 0  # seeds 0-2, replicas
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["optimizer=sgd_momentum"])
     assert cfg.optimizer.momentum == 0.9 and cfg.optimizer._target_ == "torch.optim.SGD"
@@ -180,7 +181,7 @@ def test_lr_tuning_is_one_command(tmp_path) -> None:
         "experiment=lr_tuning",
         "optimizer=sgd,adam",  # a corner of its grid, to keep the test short
         "optimizer.lr=0.01,0.1",
-        "seed=0,1",
+        "replicas=2",  # seeds 0 and 1 of its 3
         "trainer.max_epochs=2",
         "data.num_samples=400",
         f"hydra.sweep.dir={tmp_path}",

@@ -1025,14 +1025,16 @@ class SweepGuard(Callback):
                 raise ConfigError("\n".join(found))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        statuses = [
-            json.loads(path.read_text()).get("status", "failed")
+        summaries = [
+            json.loads(path.read_text())
             for path in Path(config.hydra.sweep.dir).rglob("metrics.json")
         ]
+        # runs, as the report counts them: a replicas job's are its replicas, not itself
+        statuses = [s.get("status", "failed") for s in summaries if "replica_dirs" not in s]
         for status in ("failed", "diverged"):
             if status in statuses:
                 log.warning(
-                    "%d of %d jobs %s; see the report",
+                    "%d of %d runs %s; see the report",
                     statuses.count(status),
                     len(statuses),
                     status,
