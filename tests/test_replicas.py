@@ -34,6 +34,7 @@ from mlplab.stacked import StackedModels
 from mlplab.train import train
 
 from .conftest import ROOT, option_names
+from .test_cli import run_train
 from .test_engines import scalars
 
 FAST = ["logger=none", "trainer.enable_checkpointing=false"]
@@ -479,25 +480,16 @@ def test_a_refused_replicas_job_exits_2_with_one_line(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_a_sweep_of_replicas_end_to_end(tmp_path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "optimizer=sgd,adam",
-            "replicas=3",
-            "data.num_samples=300",
-            "trainer.max_epochs=2",
-            "extras.print_config=false",
-            "trainer.enable_progress_bar=false",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            "-m",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run_train(
+        "optimizer=sgd,adam",
+        "replicas=3",
+        "data.num_samples=300",
+        "trainer.max_epochs=2",
+        "extras.print_config=false",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "-m",
     )
-    assert done.returncode == 0, done.stderr[-2000:]
     rows = (tmp_path / "sweep" / "summary_by_config.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",3,0," in row for row in rows[1:])  # two configs, n=3 each
     assert "paired" in (tmp_path / "sweep" / "summary_comparisons.csv").read_text()
