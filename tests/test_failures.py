@@ -18,6 +18,7 @@ import torch
 from mlplab.fit import Diverged
 from mlplab.train import failure_summary, stopped_by, train
 
+from . import forked
 from .conftest import ROOT
 from .test_engines import scalars
 
@@ -53,11 +54,12 @@ def test_a_failing_job_records_its_error_and_traceback(make_cfg, tmp_path, monke
 
 
 def run_train(cwd: Path, *arguments: str, bug: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(FIXTURES)) if bug else None
-    return subprocess.run(
+    if not bug:
+        return forked.run(cwd, str(ROOT / "train.py"), *arguments)
+    return subprocess.run(  # a new interpreter: PYTHONPATH is read at start-up
         [sys.executable, str(ROOT / "train.py"), *arguments],
         cwd=cwd,
-        env=env,
+        env=dict(os.environ, PYTHONPATH=str(FIXTURES)),
         capture_output=True,
         text=True,
         timeout=600,
@@ -113,7 +115,7 @@ def test_exit_codes_of_single_runs(tmp_path) -> None:
 @pytest.mark.slow
 def test_two_sweeps_started_together_get_their_own_directories(tmp_path) -> None:
     arguments = [
-        str(ROOT / "train.py"),
+        ROOT / "train.py",
         "optimizer=sgd",
         *QUICK,
         "trainer.max_epochs=1",
@@ -121,15 +123,7 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path) -> None
         "hydra.sweep.dir=${mlplab.new_dir:outputs/sweeps/same-second}",
         "-m",
     ]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, *arguments],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(2)
-    ]
+    processes = [forked.start(tmp_path, *arguments) for _ in range(2)]
     assert [p.wait(timeout=300) for p in processes] == [0, 0]
     sweeps = sorted(p.name for p in (tmp_path / "outputs" / "sweeps").iterdir())
     assert sweeps == ["same-second", "same-second_2"]
@@ -148,9 +142,7 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path) -> None:
     again = run_train(tmp_path, *run)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     long = [*small, "trainer.max_epochs=100000", f"hydra.run.dir={tmp_path}/long"]
-    first = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *long], cwd=tmp_path, stderr=subprocess.PIPE
-    )
+    first = forked.start(tmp_path, ROOT / "train.py", *long)
     try:
         while not (tmp_path / "long" / "metrics.json").exists():  # it has started training
             assert first.poll() is None
@@ -162,6 +154,42 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path) -> None:
         first.wait()
     status = json.loads((tmp_path / "long" / "metrics.json").read_text())["status"]
     assert status == "running"  # the refused resume wrote nothing
+
+
+# A job that claims its directory, forks a child that lives on (as a DataLoader worker
+# outlives a `kill -9` of its job by up to 5 s), prints the child's pid and is killed.
+CLAIM_FORK_AND_DIE = """
+import os, signal, sys, time
+from pathlib import Path
+from mlplab.cli import claim_job_directory
+claim_job_directory(Path(sys.argv[1]), resume=False)
+child = os.fork()
+if child == 0:
+    for fd in (1, 2):  # not the test's pipes: it reads them to their end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    time.sleep(120)
+    os._exit(0)
+print(child, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+CLAIM = "import sys; from pathlib import Path; from mlplab.cli import claim_job_directory; "
+CLAIM += "claim_job_directory(Path(sys.argv[1]), resume=True)"
+
+
+def test_a_killed_jobs_forked_children_do_not_keep_its_directory_claimed(tmp_path) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", CLAIM_FORK_AND_DIE, str(tmp_path)], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    orphan = int(killed.stdout)
+    try:
+        assert Path(f"/proc/{orphan}").exists()  # still alive, with the job's open files
+        again = subprocess.run(
+            [sys.executable, "-c", CLAIM, str(tmp_path)], capture_output=True, text=True
+        )
+        assert again.returncode == 0, again.stderr  # the resume may claim the directory
+    finally:
+        os.kill(orphan, signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -187,20 +215,17 @@ def test_a_run_with_an_unreadable_checkpoint_is_refused_in_one_line(tmp_path, co
 @pytest.mark.parametrize("engine", ["lightning", "raw"])
 def test_ctrl_c_stops_the_job_with_a_status_and_one_line(tmp_path, engine) -> None:
     run = [f"engine={engine}", "trainer.max_epochs=500", "extras.print_config=false"]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *run, f"hydra.run.dir={tmp_path}/run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = forked.start(
+        tmp_path, ROOT / "train.py", *run, f"hydra.run.dir={tmp_path}/run", merge_output=True
     )
     summary = tmp_path / "run" / "metrics.json"
     while not summary.exists() or not list((tmp_path / "run").glob("tensorboard/events.*")):
-        assert process.poll() is None, process.stdout.read()
+        assert process.poll() is None, process.output()
         time.sleep(0.05)
     time.sleep(1.0)  # well inside the training loop
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    output = process.output()
     assert process.returncode == 130, output
     assert json.loads(summary.read_text())["status"] == "interrupted"
     assert "interrupted (Ctrl-C); continue it with resume=" in output

@@ -937,7 +937,10 @@ def claim_job_directory(job_dir: Path, resume: bool) -> None:
 
     A second process training in the same directory (two resumes of one run, a resume
     while the run still trains) would interleave both in one set of logs and checkpoints.
-    A new run never goes into a directory that already holds one.
+    A new run never goes into a directory that already holds one. The lock is a POSIX
+    record lock (`lockf`), which the processes this one forks do not share: DataLoader
+    workers outlive a `kill -9` of their job by up to 5 s, and an `flock` they inherited
+    kept the directory refused to an immediate resume.
     """
     import fcntl
 
@@ -951,8 +954,8 @@ def claim_job_directory(job_dir: Path, resume: bool) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
     lock = open(job_dir / ".lock", "a+")  # noqa: SIM115 (held open while the job runs)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # EAGAIN or EACCES: another process holds it
         lock.close()
         raise ConfigError(
             f"{job_dir} is being trained by another process right now; wait for it to end"
