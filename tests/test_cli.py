@@ -22,6 +22,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
+from . import forked
 from .conftest import ROOT, children_of
 from .test_engines import scalars
 
@@ -30,9 +31,7 @@ pytestmark = pytest.mark.slow
 
 def run_train(*args: str) -> str:
     """`python train.py <args>` from the repository root; returns its console output."""
-    done = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    done = forked.run(ROOT, "train.py", *args)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     return output
@@ -73,10 +72,18 @@ def test_single_run_with_defaults(tmp_path, engine_args) -> None:
 
 
 def test_one_job_multirun(tmp_path) -> None:
-    run_train("optimizer=sgd", "activation=tanh", f"hydra.sweep.dir={tmp_path}", "-m")
+    run_train(
+        "optimizer=sgd",
+        "activation=tanh",
+        "trainer.max_epochs=1",
+        "data.num_samples=400",
+        f"hydra.sweep.dir={tmp_path}",
+        "-m",
+    )
     (job,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name != ".hydra"]
-    assert job.name == "0_optimizer=sgd,activation=tanh"
-    assert check_job(job)["overrides"] == ["optimizer=sgd", "activation=tanh"]
+    overrides = ["optimizer=sgd", "activation=tanh", "trainer.max_epochs=1", "data.num_samples=400"]
+    assert job.name == "0_" + ",".join(overrides)
+    assert check_job(job)["overrides"] == overrides
 
 
 @pytest.fixture(scope="session")
@@ -391,21 +398,17 @@ def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path) -> None:
 
 
 def test_joblib_workers_stop_when_their_sweep_process_is_killed(tmp_path) -> None:
-    sweep = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "optimizer=sgd,adam",
-            "data.num_samples=300",  # small epochs: the jobs train on until killed
-            "trainer.max_epochs=100000",
-            "extras.print_config=false",
-            "trainer.enable_progress_bar=false",
-            "hydra/launcher=joblib",
-            f"hydra.sweep.dir={tmp_path}",
-            "-m",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    sweep = forked.start(
+        ROOT,
+        str(ROOT / "train.py"),
+        "optimizer=sgd,adam",
+        "data.num_samples=300",  # small epochs: the jobs train on until killed
+        "trainer.max_epochs=100000",
+        "extras.print_config=false",
+        "trainer.enable_progress_bar=false",
+        "hydra/launcher=joblib",
+        f"hydra.sweep.dir={tmp_path}",
+        "-m",
     )
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("*/metrics.json"))) < 2:  # both jobs train

@@ -13,8 +13,6 @@ import csv
 import json
 import math
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from mlplab.cli import CONFIG_DIR, checked_jobs, unknown_options
 from mlplab.config import problems
 from mlplab.fit import fit_lightning, fit_raw
 
+from . import forked
 from .conftest import ROOT, compose_config
 from .fixtures.custom.parts import CSVDataModule, ResMLP
 
@@ -130,27 +129,21 @@ def test_a_sweep_over_own_parts_trains_reports_and_logs(tmp_path, csv_file) -> N
     from .test_cli import tensorboard_runs
 
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            SEARCH,
-            "model=resmlp",
-            "data=mycsv",
-            f"data.path={csv_file}",
-            "optimizer=nadam,adam",
-            "activation=elu,relu",
-            "trainer.max_epochs=2",
-            "trainer.log_every_n_steps=1",
-            "trainer.enable_progress_bar=false",
-            "extras.print_config=false",
-            f"hydra.sweep.dir={sweep}",
-            "-m",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = forked.run(
+        ROOT,
+        "train.py",
+        SEARCH,
+        "model=resmlp",
+        "data=mycsv",
+        f"data.path={csv_file}",
+        "optimizer=nadam,adam",
+        "activation=elu,relu",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "extras.print_config=false",
+        f"hydra.sweep.dir={sweep}",
+        "-m",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     with open(sweep / "summary.csv") as file:

@@ -17,6 +17,7 @@ import torch
 from mlplab.build import build_datamodule, build_model, optimizer_factory
 from mlplab.tasks import loss_function
 
+from . import forked
 from .conftest import ROOT, children_of, compose_config
 from .test_engines import scalars
 
@@ -28,13 +29,7 @@ SMALL = ["data.num_samples=500", "trainer.max_epochs=3", "trainer.log_every_n_st
 
 
 def train(cwd: Path, *arguments: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *arguments],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = forked.run(cwd, str(ROOT / "train.py"), *arguments)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -199,19 +194,21 @@ def test_a_loss_overflowing_in_one_process_stops_every_process_at_that_step(tmp_
     step, finite = first_non_finite_loss(OVERFLOWING, tmp_path)
     assert sorted(finite) == [False, True]  # one process only: the case that used to hang
     arguments = [*OVERFLOWING, "accelerator=ddp_cpu"]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *arguments, *QUIET, "hydra.run.dir=run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its DDP worker too, so a hang can be ended below
+    process = forked.start(
+        tmp_path,
+        str(ROOT / "train.py"),
+        *arguments,
+        *QUIET,
+        "hydra.run.dir=run",
+        merge_output=True,
+        new_session=True,  # its DDP worker too, so a hang can be ended below
     )
     try:
-        output, _ = process.communicate(timeout=300)
+        process.wait(timeout=300)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         raise
+    output = process.output()
     assert process.returncode == 3, output  # diverged
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_at_step"] == step
@@ -244,19 +241,14 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
 
 
 def test_data_parallel_processes_listen_on_the_loopback_only(tmp_path) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "accelerator=ddp_cpu",
-            "trainer.max_epochs=300",
-            *QUIET,
-            "hydra.run.dir=run",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    process = forked.start(
+        tmp_path,
+        str(ROOT / "train.py"),
+        "accelerator=ddp_cpu",
+        "trainer.max_epochs=300",
+        *QUIET,
+        "hydra.run.dir=run",
+        new_session=True,
     )
     try:
         deadline = time.monotonic() + 120

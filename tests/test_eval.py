@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from mlplab.evaluate import evaluate_checkpoint
 from mlplab.train import train
 
+from . import forked
 from .conftest import ROOT
 
 
@@ -26,17 +25,10 @@ def test_evaluation_equals_the_recorded_test_metrics(make_cfg, tmp_path, engine,
 @pytest.mark.slow
 def test_eval_command(make_cfg, tmp_path) -> None:
     train(make_cfg())
-    done = subprocess.run(
-        [sys.executable, "eval.py", f"run={tmp_path / 'job'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = forked.run(ROOT, "eval.py", f"run={tmp_path / 'job'}")
+    assert done.returncode == 0, done.stderr
     assert "test/loss" in done.stdout and "equal to the test metrics recorded" in done.stdout
     for bad in ([], ["run=/no/such/run"], ["run=a", "ckpt_path=b"], ["epochs=3"]):
-        refused = subprocess.run(
-            [sys.executable, "eval.py", *bad], cwd=ROOT, capture_output=True, text=True
-        )
+        refused = forked.run(ROOT, "eval.py", *bad)
         assert refused.returncode == 2 and "usage: python eval.py" in refused.stderr
         assert "Traceback" not in refused.stderr

@@ -6,14 +6,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from . import forked
 from .conftest import ROOT
 from .test_resume import assert_same_run
 
@@ -30,14 +29,8 @@ LONG = [
 ]
 
 
-def start(*arguments: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *arguments],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start(*arguments: str) -> forked.Job:
+    return forked.start(ROOT, ROOT / "train.py", *arguments)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -48,11 +41,11 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def kill_when(process: subprocess.Popen, checkpoint: Path, step: int) -> None:
+def kill_when(process: forked.Job, checkpoint: Path, step: int) -> None:
     """SIGKILL `process` as soon as its checkpoint has reached `step`."""
     deadline = time.monotonic() + 300
     while checkpoint_step(checkpoint) < step:
-        assert process.poll() is None, f"finished before step {step}: {process.stderr.read()}"
+        assert process.poll() is None, f"finished before step {step}: {process.output('stderr')}"
         assert time.monotonic() < deadline
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
@@ -71,7 +64,7 @@ def every_n_steps(n: int) -> list[str]:
 def test_kill_9_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path, workers):
     run = [*LONG, f"data.num_workers={workers}", *every_n_steps(7)]
     straight = start(*run, f"hydra.run.dir={tmp_path}/straight")
-    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+    assert straight.wait(timeout=600) == 0, straight.output("stderr")
 
     target = random.randint(20, 200)  # of 228 steps
     killed = start(*run, f"hydra.run.dir={tmp_path}/killed")
@@ -81,7 +74,7 @@ def test_kill_9_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_pa
     step = checkpoint_step(tmp_path / "killed" / "checkpoints" / "last.ckpt")
 
     resumed = start(f"resume={tmp_path}/killed")
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert resumed.wait(timeout=600) == 0, resumed.output("stderr")
     assert (tmp_path / "killed" / ".hydra" / "overrides.yaml").read_text().count(
         "hydra.run.dir"
     ) == 0
@@ -97,7 +90,7 @@ def test_checkpoints_killed_while_saving_still_load(tmp_path) -> None:
     kills = 0
     while kills < 4:
         while checkpoint_step(checkpoints / "last.ckpt") < 0:  # training has begun
-            assert process.poll() is None, process.stderr.read()
+            assert process.poll() is None, process.output("stderr")
             time.sleep(0.01)
         time.sleep(random.uniform(0.05, 0.6))
         if process.poll() is not None:
@@ -112,7 +105,7 @@ def test_checkpoints_killed_while_saving_still_load(tmp_path) -> None:
             else:
                 assert path.name.startswith(".last.ckpt.") and path.name.endswith(".tmp"), path
         process = start(f"resume={tmp_path}/run")
-    assert process.wait(timeout=600) == 0, process.stderr.read()
+    assert process.wait(timeout=600) == 0, process.output("stderr")
     assert kills >= 2
     assert [p.name for p in checkpoints.iterdir()] == ["last.ckpt"]  # temporaries cleaned up
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import yaml
 
 from mlplab.train import train
 
+from . import forked
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -50,11 +49,8 @@ def poisoned_run(make_cfg, tmp_path) -> tuple[Path, Path]:
 )
 def test_a_saved_config_never_runs_an_arbitrary_callable(poisoned_run, command) -> None:
     run, marker = poisoned_run
-    done = subprocess.run(
-        [sys.executable, str(ROOT / command[0]), *(a.format(run=run) for a in command[1:])],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = forked.run(
+        ROOT, ROOT / command[0], *(a.format(run=run) for a in command[1:]), timeout=300
     )
     assert done.returncode == 2, done.stderr
     assert "activation._target_=torch.load is not allowed" in done.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from mlplab.cli import (
 from mlplab.hparams import EVENTS_SUFFIX
 from mlplab.train import train
 
+from . import forked
 from .conftest import ROOT, TINY
 from .test_cli import jobs_of, run_train, tensorboard_runs
 from .test_resume import RESUMABLE, Crash, assert_same_run, crash_at
@@ -184,13 +183,7 @@ def test_one_job_of_a_sweep_resumes_without_hydra_quoting(one_job_sweep) -> None
 
 def refusal(*arguments: str) -> str:
     """The one line `python train.py <arguments>` is refused with (exit code 2)."""
-    done = subprocess.run(
-        [sys.executable, "train.py", *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = forked.run(ROOT, "train.py", *arguments)
     header, *problems = done.stderr.strip().splitlines()
     assert done.returncode == 2 and header == "mlplab: config refused, nothing was run:", (
         done.stderr

@@ -26,6 +26,7 @@ from mlplab.cli import (
 from mlplab.config import COMMON, MANAGED, RAW_HONOURS, ConfigError, problems, render
 from mlplab.trainer_arguments import TRAINER_DEFAULTS
 
+from . import forked
 from .conftest import ROOT, compose_config, option_names
 
 # (overrides, what the message must name, exit code): 2 is mlplab's refusal, 1 Hydra's own.
@@ -149,13 +150,7 @@ AS_PROCESSES = [case for i, case in enumerate(AS_PROCESSES) if case not in AS_PR
 
 def train_in(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
     """`python <repo>/train.py …` run from `cwd`, so any output directory would land there."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *arguments],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return forked.run(cwd, ROOT / "train.py", *arguments, timeout=120)
 
 
 def refusal_in_process(arguments: list[str], output_dir: Path) -> str:
