@@ -88,7 +88,8 @@ def test_one_job_multirun(tmp_path) -> None:
 
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory) -> Path:
-    """The README's 6-job sweep, shortened to 2 epochs: run once per test session.
+    """The README's 6-job sweep, shortened to 2 epochs of 1000 samples (10 steps each, not
+    39): run once per test session.
 
     Under pytest-xdist each worker is a session: the first to get here runs the sweep in the
     directory the workers share, the others wait for it (an OS lock) and read it.
@@ -105,6 +106,7 @@ def sweep(tmp_path_factory) -> Path:
                 "activation=relu,tanh,gelu",
                 "trainer.max_epochs=2",
                 "trainer.log_every_n_steps=1",
+                "data.num_samples=1000",
                 f"hydra.sweep.dir={sweep_dir}",
                 "-m",
             )
@@ -128,7 +130,8 @@ def test_six_job_sweep_gives_six_separate_tensorboard_runs(sweep) -> None:
         optimizer, activation, *_ = summary["overrides"]
         combos.add((optimizer, activation))
         assert job.name.endswith(
-            f"{optimizer},{activation},trainer.max_epochs=2,trainer.log_every_n_steps=1"
+            f"{optimizer},{activation},trainer.max_epochs=2,trainer.log_every_n_steps=1,"
+            "data.num_samples=1000"
         )
         steps = runs[f"{job.name}/tensorboard"]
         # one job per run: each step logged exactly once, as many as the job took
