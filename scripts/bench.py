@@ -3,13 +3,15 @@
     python scripts/bench.py            # about 12 minutes on 2 idle cores
     python scripts/bench.py --quick    # a minute or two: fewer steps and repeats
 
-Four training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
+Five training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
 (where the maths dominates), on the same model, optimizer and DataModule (`mlplab.build`,
 default config: regression, Adam, ReLU), measured round-robin, repeated:
 
   raw      `mlplab.reference.train`, the textbook loop, validating after each epoch
   bare     a bare `lightning.Trainer` on mlplab's `MLPModule`: no logger, progress bar,
            checkpoints, model summary or extra callbacks. The floor of any Lightning path.
+  bare2    bare, measured again: `floor_vs_floor` shows how far apart the same path lands
+           in this run (on the shared 2-core machine, medians of 0.93 to 1.04 were seen).
   replicas16  one job of 16 replicas (`replicas=16`: 16 seeds as one stacked model), with
            each replica's loggers; `replicas16_vs_single` is 16 × its steps/s over mlplab's.
   mlplab   mlplab's default path as `python train.py` runs it: `fit_lightning` with the
@@ -196,7 +198,9 @@ def replicas16(cfg) -> float:
     return timing.clock.steps_per_second()
 
 
-PATHS = {"raw": raw, "bare": bare, "mlplab": mlplab, "replicas16": replicas16}
+# bare2 is bare again: `floor_vs_floor` (bare2 ÷ bare, 1 but for the machine's noise) is the
+# run's own resolution. A ratio of two paths that is closer to 1 than it is not a difference.
+PATHS = {"raw": raw, "bare": bare, "bare2": bare, "mlplab": mlplab, "replicas16": replicas16}
 
 
 def measure(size: str, steps_per_epoch: int, repeats: int) -> dict[str, list[float]]:
@@ -271,6 +275,7 @@ def main() -> None:
         summary[f"lightning_vs_floor_{size}"] = ratio(results, "mlplab", "bare")
         summary[f"lightning_vs_raw_{size}"] = ratio(results, "mlplab", "raw")
         summary[f"floor_vs_raw_{size}"] = ratio(results, "bare", "raw")
+        summary[f"floor_vs_floor_{size}"] = ratio(results, "bare2", "bare")
         # 16 × one replica's steps/s over one single-model job's (mlplab's default path)
         summary[f"replicas16_vs_single_{size}"] = REPLICAS * ratio(results, "replicas16", "mlplab")
         print(

@@ -31,9 +31,10 @@ def test_bench_measures_every_path_and_ends_with_the_json_line(monkeypatch, caps
             "lightning_vs_floor",
             "lightning_vs_raw",
             "floor_vs_raw",
+            "floor_vs_floor",
             "replicas16_vs_single",
         ):
             assert summary[f"{key}_{size}"] > 0
     assert {"help_s", "cfg_s", "refused_s", "sweep400_refused_s"} <= summary.keys()
     assert {"homework_5_seeds_s", "homework_1_seed_s", "homework_5_vs_1"} <= summary.keys()
-    assert len([line for line in lines if line.startswith(("8/16", "16/32"))]) == 2 * 4
+    assert len([line for line in lines if line.startswith(("8/16", "16/32"))]) == 2 * 5
