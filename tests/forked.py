@@ -20,7 +20,9 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
+import itertools
 import json
+import logging
 import os
 import selectors
 import shutil
@@ -36,35 +38,45 @@ from pathlib import Path
 PRELOADED = ("mlplab.cli", "mlplab.train", "torch.utils.tensorboard")  # paid for once, here
 
 
+def preload() -> None:
+    """Import what every job imports, leaving the process as a fresh one would be."""
+    # Lightning gives its loggers a handler of their own when it is imported before logging is
+    # set up; `python train.py` imports it after Hydra did. A stand-in handler prevents that.
+    stand_in = logging.NullHandler()
+    logging.getLogger().addHandler(stand_in)
+    for name in PRELOADED:
+        importlib.import_module(name)
+    logging.getLogger().removeHandler(stand_in)
+    # What the imports made stays out of every collection: a child's garbage collector (and
+    # its exit) would otherwise touch, and so copy, the whole heap: 1.7 s per job, not 0.3.
+    gc.freeze()
+
+
 def serve() -> None:
     """Read one JSON request per line on stdin; fork a child for each; report pids and exits."""
     protocol = os.dup(1)
     os.dup2(2, 1)  # anything an import prints goes to stderr, not into the protocol
-    for name in PRELOADED:
-        importlib.import_module(name)
-    # What the imports made stays out of every collection: a child's garbage collector (and
-    # its exit) would otherwise touch, and so copy, the whole heap: 1.7 s per job, not 0.3.
-    gc.freeze()
+    preload()
 
     def send(message: dict) -> None:
         os.write(protocol, (json.dumps(message) + "\n").encode())
 
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ)
-    children: dict[int, int] = {}  # pidfd → pid
+    children: dict[int, tuple[int, int]] = {}  # pidfd → (pid, request id)
     pending = b""
     while True:
         for key, _ in selector.select():
             if key.fd != 0:  # a child exited
-                pid = children.pop(key.fd)
+                pid, job = children.pop(key.fd)
                 selector.unregister(key.fd)
                 os.close(key.fd)
                 _, status = os.waitpid(pid, 0)
-                send({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)})
+                send({"exited": job, "returncode": os.waitstatus_to_exitcode(status)})
                 continue
             data = os.read(0, 65536)
             if not data:  # the tests are over: end what is left
-                for pid in children.values():
+                for pid, _ in children.values():
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                 return
@@ -72,6 +84,12 @@ def serve() -> None:
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
+                # fork() copies only this thread: no other Python thread may exist. (The native
+                # pools that importing torch and scipy's OpenBLAS start are remade in the child,
+                # as in the DataLoader workers torch forks from a training process.)
+                assert threading.active_count() == 1, "the server started a Python thread"
+                sys.stdout.flush()
+                sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
@@ -80,9 +98,9 @@ def serve() -> None:
                     os.close(protocol)
                     child(request)  # runs the script; ends the process as an interpreter would
                 pidfd = os.pidfd_open(pid)
-                children[pidfd] = pid
+                children[pidfd] = (pid, request["id"])
                 selector.register(pidfd, selectors.EVENT_READ)
-                send({"started": pid})
+                send({"started": request["id"], "pid": pid})
 
 
 def child(request: dict) -> None:
@@ -95,14 +113,19 @@ def child(request: dict) -> None:
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    # merged (stderr=STDOUT): one open file, so both write at one position, as a shared pipe
+    stderr = (
+        os.dup(stdout)
+        if request["merge_output"]
+        else (os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
+    )
     for fd, target in ((null, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
         os.close(fd)
     random.seed()  # as a new interpreter would be: not the server's state
-    script = request["argv"][0]
-    sys.argv = list(request["argv"])
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    script = os.path.abspath(request["argv"][0])  # as a script's __file__ is
+    sys.argv = [script, *request["argv"][1:]]
+    sys.path[0] = os.path.dirname(script)
     runpy.run_path(script, run_name="__main__")
     raise SystemExit(0)
 
@@ -122,8 +145,10 @@ class Server:
         )
         self.lock = threading.Lock()
         self.changed = threading.Condition()
-        self.started: list[int] = []
-        self.returncodes: dict[int, int] = {}
+        self.jobs = itertools.count()
+        self.pids: dict[int, int] = {}  # request id → pid, once started
+        self.returncodes: dict[int, int] = {}  # request id → exit code, once ended
+        self.alive = True
         self.scratch = Path(tempfile.mkdtemp(prefix="forked-"))  # the jobs' stdout and stderr
         threading.Thread(target=self.read, daemon=True).start()
         atexit.register(self.close)
@@ -138,24 +163,32 @@ class Server:
             message = json.loads(line)
             with self.changed:
                 if "started" in message:
-                    self.started.append(message["started"])
+                    self.pids[message["started"]] = message["pid"]
                 else:
                     self.returncodes[message["exited"]] = message["returncode"]
                 self.changed.notify_all()
+        with self.changed:  # the server ended: nobody waits for it forever
+            self.alive = False
+            self.changed.notify_all()
 
-    def fork(self, request: dict) -> int:
+    def fork(self, request: dict) -> tuple[int, int]:
+        """Start a job; its request id and pid."""
         with self.lock:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            job = next(self.jobs)
+            self.process.stdin.write((json.dumps({**request, "id": job}) + "\n").encode())
             self.process.stdin.flush()
-            with self.changed:
-                if not self.changed.wait_for(lambda: self.started, timeout=120):
-                    raise RuntimeError("the forking server does not answer")
-                return self.started.pop()
-
-    def returncode(self, pid: int, timeout: float | None) -> int | None:
         with self.changed:
-            self.changed.wait_for(lambda: pid in self.returncodes, timeout=timeout)
-            return self.returncodes.get(pid)
+            self.changed.wait_for(lambda: job in self.pids or not self.alive, timeout=120)
+            if job not in self.pids:
+                raise RuntimeError("the forking server (tests/forked.py) does not answer")
+            return job, self.pids.pop(job)
+
+    def returncode(self, job: int, timeout: float | None) -> int | None:
+        with self.changed:
+            self.changed.wait_for(lambda: job in self.returncodes or not self.alive, timeout)
+            if job not in self.returncodes and not self.alive:
+                raise RuntimeError("the forking server (tests/forked.py) died")
+            return self.returncodes.pop(job, None)
 
 
 _server: Server | None = None
@@ -170,25 +203,25 @@ class Job:
             _server = Server()
         self.args = argv
         self.outputs = Path(tempfile.mkdtemp(dir=_server.scratch))
-        out, err = self.outputs / "stdout", self.outputs / "stderr"
         request = {
             "argv": argv,
             "cwd": str(cwd),
-            "stdout": str(out),
-            "stderr": str(out if merge_output else err),
+            "stdout": str(self.outputs / "stdout"),
+            "stderr": str(self.outputs / "stderr"),
+            "merge_output": merge_output,
             "new_session": new_session,
         }
-        self.pid = _server.fork(request)
+        self.job, self.pid = _server.fork(request)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = _server.returncode(self.pid, timeout=0)
+            self.returncode = _server.returncode(self.job, timeout=0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self.returncode = _server.returncode(self.pid, timeout)
+            self.returncode = _server.returncode(self.job, timeout)
             if self.returncode is None:
                 raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
@@ -206,9 +239,39 @@ class Job:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+class FreshJob(Job):
+    """`Job` as a plain subprocess: where Linux's pidfd is missing (macOS), at full cost."""
+
+    def __init__(self, argv: list[str], cwd: Path, new_session: bool, merge_output: bool) -> None:
+        self.args, self.returncode = argv, None
+        self.outputs = Path(tempfile.mkdtemp(prefix="fresh-job-"))
+        with open(self.outputs / "stdout", "wb") as out, open(self.outputs / "stderr", "wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, *argv],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if merge_output else err,
+                start_new_session=new_session,
+            )
+        self.pid = self.process.pid
+
+    def poll(self) -> int | None:
+        self.returncode = self.process.poll()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.returncode = self.process.wait(timeout)
+        return self.returncode
+
+    def send_signal(self, signal_number: int) -> None:
+        self.process.send_signal(signal_number)
+
+
 def start(cwd: Path, *argv: str, new_session: bool = False, merge_output: bool = False) -> Job:
     """Start `python <argv>` in `cwd` (see the module's docstring)."""
-    return Job([str(a) for a in argv], Path(cwd), new_session, merge_output)
+    kind = Job if hasattr(os, "pidfd_open") else FreshJob
+    return kind([str(a) for a in argv], Path(cwd), new_session, merge_output)
 
 
 def run(cwd: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:

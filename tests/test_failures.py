@@ -180,9 +180,9 @@ def test_a_killed_jobs_forked_children_do_not_keep_its_directory_claimed(tmp_pat
     killed = subprocess.run(
         [sys.executable, "-c", CLAIM_FORK_AND_DIE, str(tmp_path)], capture_output=True, text=True
     )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
     orphan = int(killed.stdout)
     try:
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert Path(f"/proc/{orphan}").exists()  # still alive, with the job's open files
         again = subprocess.run(
             [sys.executable, "-c", CLAIM, str(tmp_path)], capture_output=True, text=True

@@ -33,6 +33,13 @@ def start(*arguments: str) -> forked.Job:
     return forked.start(ROOT, ROOT / "train.py", *arguments)
 
 
+def start_fresh(*arguments: str) -> forked.Job:
+    """A new interpreter (its own hash seed and memory layout), unlike the forked jobs: so the
+    uninterrupted run is compared with a killed and resumed one across processes that share
+    nothing."""
+    return forked.FreshJob([str(ROOT / "train.py"), *arguments], ROOT, False, False)
+
+
 def checkpoint_step(path: Path) -> int:
     """The step of the checkpoint at `path`, or -1 while there is none."""
     try:
@@ -63,7 +70,7 @@ def every_n_steps(n: int) -> list[str]:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_kill_9_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path, workers):
     run = [*LONG, f"data.num_workers={workers}", *every_n_steps(7)]
-    straight = start(*run, f"hydra.run.dir={tmp_path}/straight")
+    straight = start_fresh(*run, f"hydra.run.dir={tmp_path}/straight")
     assert straight.wait(timeout=600) == 0, straight.output("stderr")
 
     target = random.randint(20, 200)  # of 228 steps

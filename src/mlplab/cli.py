@@ -942,6 +942,7 @@ def claim_job_directory(job_dir: Path, resume: bool) -> None:
     workers outlive a `kill -9` of their job by up to 5 s, and an `flock` they inherited
     kept the directory refused to an immediate resume.
     """
+    import errno
     import fcntl
 
     if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
@@ -955,8 +956,10 @@ def claim_job_directory(job_dir: Path, resume: bool) -> None:
     lock = open(job_dir / ".lock", "a+")  # noqa: SIM115 (held open while the job runs)
     try:
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # EAGAIN or EACCES: another process holds it
+    except OSError as error:
         lock.close()
+        if error.errno not in (errno.EACCES, errno.EAGAIN):  # e.g. a file system without locks
+            raise ConfigError(f"{job_dir}: cannot lock it ({error.strerror})") from None
         raise ConfigError(
             f"{job_dir} is being trained by another process right now; wait for it to end"
         ) from None
