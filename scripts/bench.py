@@ -1,7 +1,7 @@
 """Speed of mlplab's training paths, measured side by side in one process.
 
     python scripts/bench.py            # about 12 minutes on 2 idle cores
-    python scripts/bench.py --quick    # a minute or two: fewer steps and repeats
+    python scripts/bench.py --quick    # three to four minutes: fewer steps and repeats
 
 Five training paths, at hidden/batch 64/64 (where per-step overhead shows) and 256/4096
 (where the maths dominates), on the same model, optimizer and DataModule (`mlplab.build`,

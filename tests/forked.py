@@ -149,14 +149,12 @@ class Server:
         self.pids: dict[int, int] = {}  # request id → pid, once started
         self.returncodes: dict[int, int] = {}  # request id → exit code, once ended
         self.alive = True
-        self.scratch = Path(tempfile.mkdtemp(prefix="forked-"))  # the jobs' stdout and stderr
         threading.Thread(target=self.read, daemon=True).start()
         atexit.register(self.close)
 
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait()
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def read(self) -> None:
         for line in self.process.stdout:
@@ -192,6 +190,16 @@ class Server:
 
 
 _server: Server | None = None
+_scratch: Path | None = None  # the jobs' stdout and stderr files, removed at exit
+
+
+def output_directory() -> Path:
+    """A new directory for one job's stdout and stderr."""
+    global _scratch
+    if _scratch is None:
+        _scratch = Path(tempfile.mkdtemp(prefix="forked-"))
+        atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=_scratch))
 
 
 class Job:
@@ -202,7 +210,7 @@ class Job:
         if _server is None:
             _server = Server()
         self.args = argv
-        self.outputs = Path(tempfile.mkdtemp(dir=_server.scratch))
+        self.outputs = output_directory()
         request = {
             "argv": argv,
             "cwd": str(cwd),
@@ -240,11 +248,12 @@ class Job:
 
 
 class FreshJob(Job):
-    """`Job` as a plain subprocess: where Linux's pidfd is missing (macOS), at full cost."""
+    """`Job` as a plain subprocess, a new interpreter at full cost: where it must be one, and
+    where Linux's pidfd is missing (macOS)."""
 
     def __init__(self, argv: list[str], cwd: Path, new_session: bool, merge_output: bool) -> None:
         self.args, self.returncode = argv, None
-        self.outputs = Path(tempfile.mkdtemp(prefix="fresh-job-"))
+        self.outputs = output_directory()
         with open(self.outputs / "stdout", "wb") as out, open(self.outputs / "stderr", "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, *argv],
@@ -268,9 +277,15 @@ class FreshJob(Job):
         self.process.send_signal(signal_number)
 
 
-def start(cwd: Path, *argv: str, new_session: bool = False, merge_output: bool = False) -> Job:
-    """Start `python <argv>` in `cwd` (see the module's docstring)."""
-    kind = Job if hasattr(os, "pidfd_open") else FreshJob
+def start(
+    cwd: Path,
+    *argv: str,
+    new_session: bool = False,
+    merge_output: bool = False,
+    fresh: bool = False,
+) -> Job:
+    """Start `python <argv>` in `cwd` (see the module's docstring); forked, unless `fresh`."""
+    kind = FreshJob if fresh or not hasattr(os, "pidfd_open") else Job
     return kind([str(a) for a in argv], Path(cwd), new_session, merge_output)
 
 

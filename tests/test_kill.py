@@ -37,7 +37,7 @@ def start_fresh(*arguments: str) -> forked.Job:
     """A new interpreter (its own hash seed and memory layout), unlike the forked jobs: so the
     uninterrupted run is compared with a killed and resumed one across processes that share
     nothing."""
-    return forked.FreshJob([str(ROOT / "train.py"), *arguments], ROOT, False, False)
+    return forked.start(ROOT, ROOT / "train.py", *arguments, fresh=True)
 
 
 def checkpoint_step(path: Path) -> int:
