@@ -110,6 +110,11 @@ def child(request: dict) -> None:
 
     if request["new_session"]:
         os.setsid()
+    for name, value in request["env"].items():  # (what torch read at import stays as it was)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     os.chdir(request["cwd"])
     null = os.open(os.devnull, os.O_RDONLY)
     stdout = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -205,7 +210,9 @@ def output_directory() -> Path:
 class Job:
     """A started script: what the tests use of `subprocess.Popen`."""
 
-    def __init__(self, argv: list[str], cwd: Path, new_session: bool, merge_output: bool) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, new_session: bool, merge_output: bool, env: dict
+    ) -> None:
         global _server
         if _server is None:
             _server = Server()
@@ -218,6 +225,7 @@ class Job:
             "stderr": str(self.outputs / "stderr"),
             "merge_output": merge_output,
             "new_session": new_session,
+            "env": env,
         }
         self.job, self.pid = _server.fork(request)
         self.returncode: int | None = None
@@ -251,7 +259,9 @@ class FreshJob(Job):
     """`Job` as a plain subprocess, a new interpreter at full cost: where it must be one, and
     where Linux's pidfd is missing (macOS)."""
 
-    def __init__(self, argv: list[str], cwd: Path, new_session: bool, merge_output: bool) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, new_session: bool, merge_output: bool, env: dict
+    ) -> None:
         self.args, self.returncode = argv, None
         self.outputs = output_directory()
         with open(self.outputs / "stdout", "wb") as out, open(self.outputs / "stderr", "wb") as err:
@@ -262,6 +272,11 @@ class FreshJob(Job):
                 stdout=out,
                 stderr=subprocess.STDOUT if merge_output else err,
                 start_new_session=new_session,
+                env={
+                    name: value
+                    for name, value in {**os.environ, **env}.items()
+                    if value is not None
+                },
             )
         self.pid = self.process.pid
 
@@ -283,15 +298,21 @@ def start(
     new_session: bool = False,
     merge_output: bool = False,
     fresh: bool = False,
+    env: dict[str, str | None] | None = None,
 ) -> Job:
-    """Start `python <argv>` in `cwd` (see the module's docstring); forked, unless `fresh`."""
+    """Start `python <argv>` in `cwd` (see the module's docstring); forked, unless `fresh`.
+
+    `env`: environment variables to set in the job (None: to remove), on top of this one's.
+    """
     kind = FreshJob if fresh or not hasattr(os, "pidfd_open") else Job
-    return kind([str(a) for a in argv], Path(cwd), new_session, merge_output)
+    return kind([str(a) for a in argv], Path(cwd), new_session, merge_output, env or {})
 
 
-def run(cwd: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(
+    cwd: Path, *argv: str, timeout: float = 600, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
     """Run `python <argv>` in `cwd` to its end; its output, as `subprocess.run` gives it."""
-    job = start(cwd, *argv)
+    job = start(cwd, *argv, env=env)
     try:
         job.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -29,9 +29,9 @@ from .test_engines import scalars
 pytestmark = pytest.mark.slow
 
 
-def run_train(*args: str) -> str:
+def run_train(*args: str, env: dict[str, str | None] | None = None) -> str:
     """`python train.py <args>` from the repository root; returns its console output."""
-    done = forked.run(ROOT, "train.py", *args)
+    done = forked.run(ROOT, "train.py", *args, env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     return output
@@ -392,6 +392,9 @@ def test_joblib_launcher_runs_the_sweep_in_parallel_workers(tmp_path) -> None:
         "hydra/launcher=joblib",
         f"hydra.sweep.dir={tmp_path}",
         "-m",
+        # a thread per core asked for: joblib passes that on to its workers (and without it
+        # would give each its share of the cores itself); mlplab gives each worker its share
+        env={name: str(os.cpu_count()) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
     )
     jobs = jobs_of(tmp_path)
     assert len(jobs) == 2 and (tmp_path / "summary.csv").exists()
