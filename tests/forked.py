@@ -110,6 +110,9 @@ def child(request: dict) -> None:
 
     if request["new_session"]:
         os.setsid()
+    # Ctrl-C raises KeyboardInterrupt, as in `python` started from a terminal, even when the
+    # tests were started with SIGINT ignored (a background job of a shell: `make test &`)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for name, value in request["env"].items():  # (what torch read at import stays as it was)
         if value is None:
             os.environ.pop(name, None)
