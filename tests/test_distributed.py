@@ -34,42 +34,38 @@ def train(cwd: Path, *arguments: str) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path, optimizer) -> None:
+def assert_two_processes_with_batch_b_equal_one_with_batch_2b(ddp: Path, single: Path) -> None:
     """DDP averages the two processes' gradients of their halves of each global batch: the
     gradient of the whole batch, summed in another order. So the weights agree to float32
     rounding (~1e-7 relative), not bit for bit."""
-    train(
-        tmp_path,
-        "accelerator=ddp_cpu",
-        "data.batch_size=10",
-        f"optimizer={optimizer}",
-        *SMALL,
-        "hydra.run.dir=ddp",
+    ddp_checkpoint, single_checkpoint = (
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True) for run in (ddp, single)
     )
-    train(tmp_path, "data.batch_size=20", f"optimizer={optimizer}", *SMALL, "hydra.run.dir=single")
-    ddp, single = (
-        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-        for run in ("ddp", "single")
-    )
-    assert ddp["global_step"] == single["global_step"] == 45
-    for name, expected in single["state_dict"].items():
-        torch.testing.assert_close(ddp["state_dict"][name], expected, rtol=1e-6, atol=1e-7)
+    assert ddp_checkpoint["global_step"] == single_checkpoint["global_step"] == 45
+    for name, expected in single_checkpoint["state_dict"].items():
+        torch.testing.assert_close(
+            ddp_checkpoint["state_dict"][name], expected, rtol=1e-6, atol=1e-7
+        )
     # the logged curve is the loss of the whole global batch, averaged over the processes
     ddp_curve, single_curve = (
-        torch.tensor([v for _, v in scalars(tmp_path / run)["train/loss"]])
-        for run in ("ddp", "single")
+        torch.tensor([v for _, v in scalars(run)["train/loss"]]) for run in (ddp, single)
     )
     torch.testing.assert_close(ddp_curve, single_curve, rtol=1e-6, atol=1e-7)
 
 
-def test_ddp_inside_a_multirun_writes_one_directory_per_job_and_nothing_else(tmp_path) -> None:
+def test_a_ddp_sweep_writes_one_directory_per_job_each_equal_to_one_process_with_batch_2b(
+    tmp_path,
+) -> None:
+    """One sweep for both checks: each DDP job starts a new interpreter for its second
+    process (~5 s of imports)."""
+    ddp_run = tmp_path / "ddp"
+    ddp_run.mkdir()
     output = train(
-        tmp_path, "optimizer=sgd,adam", "accelerator=ddp_cpu", "data.batch_size=10", *SMALL, "-m"
+        ddp_run, "optimizer=sgd,adam", "accelerator=ddp_cpu", "data.batch_size=10", *SMALL, "-m"
     )
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # no stray directories
-    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["sweeps"]
+    (sweep,) = (ddp_run / "outputs" / "sweeps").iterdir()
+    assert sorted(p.name for p in ddp_run.iterdir()) == ["outputs"]  # no stray directories
+    assert sorted(p.name for p in (ddp_run / "outputs").iterdir()) == ["sweeps"]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 2
     assert jobs[0].name.startswith("0_optimizer=sgd,accelerator=ddp_cpu,")
@@ -79,6 +75,14 @@ def test_ddp_inside_a_multirun_writes_one_directory_per_job_and_nothing_else(tmp
         assert len(list((job / "tensorboard").glob("events.out.tfevents.*"))) >= 1
         assert [s for s, _ in scalars(job)["train/loss"]] == list(range(45))  # one run, once each
     assert output.count("final metrics") == 2  # two jobs ran, not four, nor a sweep per child
+
+    train(
+        tmp_path, "optimizer=sgd,adam", "data.batch_size=20", *SMALL, "hydra.sweep.dir=single", "-m"
+    )
+    singles = sorted(p for p in (tmp_path / "single").iterdir() if p.is_dir())
+    for ddp, single in zip(jobs, singles, strict=True):
+        assert ddp.name.split(",")[0] == single.name.split(",")[0]  # the same optimizer
+        assert_two_processes_with_batch_b_equal_one_with_batch_2b(ddp, single)
 
 
 def test_submitit_local_runs_the_sweep_through_submitit(tmp_path) -> None:
