@@ -111,9 +111,10 @@ def child(request: dict) -> None:
     if request["new_session"]:
         os.setsid()
     # Ctrl-C raises KeyboardInterrupt, as in `python` started from a terminal, even when the
-    # tests were started with SIGINT ignored (a background job of a shell: `make test &`)
+    # tests were started with SIGINT ignored (a background job of a shell: `make test &`).
+    # A FreshJob inherits the ignored SIGINT: the Ctrl-C tests need forked jobs (Linux).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for name, value in request["env"].items():  # (what torch read at import stays as it was)
+    for name, value in request["env"].items():  # for what this process starts: see `start`
         if value is None:
             os.environ.pop(name, None)
         else:
@@ -306,6 +307,9 @@ def start(
     """Start `python <argv>` in `cwd` (see the module's docstring); forked, unless `fresh`.
 
     `env`: environment variables to set in the job (None: to remove), on top of this one's.
+    A forked job gets them in `os.environ` only, after the server's start-up: what is read
+    then (OMP_NUM_THREADS by torch, ATEN_CPU_CAPABILITY, PYTHONHASHSEED, PYTHONPATH) reaches
+    the processes the job starts, not the job itself. For the job itself, use `fresh=True`.
     """
     kind = FreshJob if fresh or not hasattr(os, "pidfd_open") else Job
     return kind([str(a) for a in argv], Path(cwd), new_session, merge_output, env or {})
