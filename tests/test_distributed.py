@@ -19,6 +19,7 @@ from mlplab.tasks import loss_function
 
 from . import forked
 from .conftest import ROOT, children_of, compose_config
+from .test_cli import jobs_of
 from .test_engines import scalars
 
 pytestmark = pytest.mark.slow
@@ -66,7 +67,7 @@ def test_a_ddp_sweep_writes_one_directory_per_job_each_equal_to_one_process_with
     (sweep,) = (workdir / "outputs" / "sweeps").iterdir()
     assert sorted(p.name for p in workdir.iterdir()) == ["outputs"]  # no stray directories
     assert sorted(p.name for p in (workdir / "outputs").iterdir()) == ["sweeps"]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    jobs = jobs_of(sweep)
     assert len(jobs) == 2
     assert jobs[0].name.startswith("0_optimizer=sgd,accelerator=ddp_cpu,")
     assert jobs[1].name.startswith("1_optimizer=adam,accelerator=ddp_cpu,")
@@ -79,8 +80,7 @@ def test_a_ddp_sweep_writes_one_directory_per_job_each_equal_to_one_process_with
     train(
         tmp_path, "optimizer=sgd,adam", "data.batch_size=20", *SMALL, "hydra.sweep.dir=single", "-m"
     )
-    singles = sorted(p for p in (tmp_path / "single").iterdir() if p.name[0].isdigit())
-    for ddp, single in zip(jobs, singles, strict=True):
+    for ddp, single in zip(jobs, jobs_of(tmp_path / "single"), strict=True):
         assert ddp.name.split(",")[0] == single.name.split(",")[0]  # the same optimizer
         assert_two_processes_with_batch_b_equal_one_with_batch_2b(ddp, single)
 
